@@ -1,0 +1,3 @@
+"""kefu: a self-hosted customer-service chat server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,105 @@
+"""What to do: the only output of the switchboard, carried out in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kefu.core.model import CloseReason
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one frame to a socket. `frm` is the other party's socket UUID."""
+
+    socket: str
+    type: str
+    frm: str | None = None
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close a socket with a WebSocket close code."""
+
+    socket: str
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Store a queue entry for the user (SQL is the truth for the queue)."""
+
+    user_id: str
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeue:
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenConversation:
+    conversation_id: str
+    user_id: str
+    waiter_id: str
+    opened_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConversation:
+    conversation_id: str
+    reason: CloseReason
+    closed_at: float
+    rate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Pair two sockets for the message path, replacing any earlier pairing of either.
+
+    Messages flow socket to socket without asking the switchboard; this is how
+    the message path learns who talks to whom.
+    """
+
+    conversation_id: str
+    user_id: str
+    user_socket: str | None  # the last known socket; delivery skips it if it is gone
+    waiter_id: str
+    waiter_socket: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unroute:
+    conversation_id: str
+    user_socket: str | None = None
+    waiter_socket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    """Feed `TimerFired(key)` back at `at` (the clock of `now`); replaces a timer of that key."""
+
+    key: tuple[str, str]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: tuple[str, str]
+
+
+Command = (
+    Send
+    | Close
+    | Enqueue
+    | Dequeue
+    | OpenConversation
+    | CloseConversation
+    | Route
+    | Unroute
+    | StartTimer
+    | CancelTimer
+)
+

@@ -1,0 +1,44 @@
+"""Plain values shared by events, commands and the switchboard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    USER = "user"
+    WAITER = "waiter"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The public face of an account, as sent on the wire."""
+
+    id: str
+    username: str
+    nickname: str | None = None
+    avatar: str = ""
+
+    def as_payload(self, **extra: object) -> dict[str, object]:
+        data: dict[str, object] = {
+            "id": self.id,
+            "username": self.username,
+            "nickname": self.nickname,
+            "avatar": self.avatar,
+        }
+        data.update(extra)
+        return data
+
+
+class CloseReason(StrEnum):
+    """Why a conversation ended; stored with it."""
+
+    USER_LEFT = "user_left"
+    WAITER_ENDED = "waiter_ended"
+    USER_IDLE = "user_idle"
+    USER_GONE = "user_gone"  # socket dropped and the resume grace ran out
+    WAITER_GONE = "waiter_gone"  # waiter dropped; the user went back to the queue
+    RATED = "rated"
+    TRANSFERRED = "transferred"

@@ -1,0 +1,1 @@
+"""The wire: frame structs, type names, status codes, encode/decode (protocol.md)."""

@@ -1,0 +1,1 @@
+"""The asyncio side: app, runtime, connections, gateway, REST."""

@@ -1,0 +1,58 @@
+"""create_app(settings): routes, and a lifespan that owns the store and the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from kefu.ids import IdGenerator
+from kefu.server.accounts import Accounts
+from kefu.server.api import status_endpoint
+from kefu.server.gateway import Gateway
+from kefu.server.history import History
+from kefu.server.pages import web_routes
+from kefu.server.runtime import Runtime
+from kefu.settings import Settings
+from kefu.store import open_store
+from kefu.store.migrate import upgrade
+
+log = logging.getLogger("kefu.app")
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def create_app(settings: Settings) -> Starlette:
+    secret = settings.signing_secret()
+    store = open_store(settings)
+    runtime = Runtime(settings, store, IdGenerator(settings.node_id))
+    accounts = Accounts(store, secret)
+    gateway = Gateway(runtime, accounts, History(runtime, store))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(upgrade, settings.database_url)
+        await store.start()
+        try:
+            await runtime.restore()
+            yield
+        finally:
+            await runtime.close()
+            await asyncio.sleep(0.05)  # let the writers send their close frames
+            await store.close()
+
+    routes = [
+        WebSocketRoute("/v1/ws/connect/user", gateway.user_endpoint),
+        WebSocketRoute("/v1/ws/connect/waiter", gateway.waiter_endpoint),
+        Route("/v1/ws/status", status_endpoint(runtime)),
+        *web_routes(settings, accounts),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.store = store
+    return app

@@ -1,0 +1,238 @@
+"""The two WebSocket endpoints: accept, authenticate, read frames, hand them to the runtime.
+
+One reader loop per socket; everything it sends goes through the
+connection's bounded queue. A bad frame is answered with an `error` frame
+and never closes the socket (oversized frames excepted: 1009).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from kefu.core import events as ev
+from kefu.core.errors import CoreError, NotAvailable, NotFound, NotPermitted
+from kefu.protocol import codes
+from kefu.protocol import frames as f
+from kefu.server.accounts import Accounts
+from kefu.server.connections import Connection
+from kefu.server.history import History
+from kefu.server.origin import origin_allowed
+from kefu.server.runtime import RouteEntry, Runtime
+from kefu.tokens import TokenError
+
+log = logging.getLogger("kefu.gateway")
+
+_CORE_STATUS = {NotPermitted: codes.NO_PERMISSION, NotFound: codes.NO_DATA}
+
+
+class Gateway:
+    def __init__(self, runtime: Runtime, accounts: Accounts, history: History) -> None:
+        self.runtime = runtime
+        self.accounts = accounts
+        self.history = history
+        self.settings = runtime.settings
+
+    async def user_endpoint(self, ws: WebSocket) -> None:
+        await self._serve(ws, "user", f.user_decoder)
+
+    async def waiter_endpoint(self, ws: WebSocket) -> None:
+        await self._serve(ws, "waiter", f.waiter_decoder)
+
+    # -- the socket's life ------------------------------------------------------
+    async def _serve(self, ws: WebSocket, side: str, decoder: msgspec.json.Decoder[Any]) -> None:
+        if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), self.settings):
+            await ws.close(code=codes.CLOSE_POLICY)  # before accept: HTTP 403
+            return
+        await ws.accept()
+        conn = Connection(str(uuid.uuid4()), ws, side, self.settings.send_queue_size)
+        conn.last_activity = time.time()
+        conn.start()
+        runtime = self.runtime
+        runtime.connections.add(conn)
+        loop = asyncio.get_running_loop()
+        auth_timer = loop.call_later(self.settings.auth_timeout, self._auth_timeout, conn)
+        try:
+            await self._read_loop(ws, conn, decoder)
+        finally:
+            auth_timer.cancel()
+            runtime.connections.remove(conn)
+            if conn.account is not None:
+                try:
+                    runtime.handle(ev.SocketClosed(conn.socket))
+                except Exception:
+                    log.exception("closing socket state failed")
+            await conn.stop()
+
+    async def _read_loop(
+        self, ws: WebSocket, conn: Connection, decoder: msgspec.json.Decoder[Any]
+    ) -> None:
+        receive = ws.receive
+        limit = self.settings.max_frame_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            if len(raw) > limit:
+                conn.close(codes.CLOSE_TOO_BIG)
+                return
+            conn.last_activity = time.time()
+            try:
+                frame = f.decode(decoder, raw)
+            except f.FrameError as exc:
+                self._error(conn, codes.INVALID_PARAMS, exc.message, f.op_id_of(exc.data), exc.data)
+                continue
+            await self._dispatch(conn, frame)
+
+    def _auth_timeout(self, conn: Connection) -> None:
+        if conn.account is None:
+            conn.close(codes.CLOSE_AUTH_TIMEOUT)
+
+    # -- frames ---------------------------------------------------------------
+    async def _dispatch(self, conn: Connection, frame: f.Frame) -> None:
+        if type(frame) is f.Auth:
+            await self._auth(conn, frame)
+            return
+        if conn.account is None:
+            self._error(conn, codes.NOT_AUTHENTICATED, "authenticate first", frame.op_id)
+            return
+        try:
+            if conn.side == "user":
+                await self._user_frame(conn, frame)
+            else:
+                await self._waiter_frame(conn, frame)
+        except f.FrameError as exc:
+            self._error(conn, codes.INVALID_PARAMS, exc.message, frame.op_id, _raw(frame))
+        except CoreError as exc:
+            status = _CORE_STATUS.get(type(exc), codes.NO_PERMISSION)
+            if isinstance(exc, NotAvailable):
+                status = codes.NO_PERMISSION
+            self._error(conn, status, str(exc), frame.op_id)
+
+    async def _auth(self, conn: Connection, frame: f.Auth) -> None:
+        if conn.account is not None:
+            self._error(conn, codes.INVALID_PARAMS, "already authenticated", frame.op_id)
+            return
+        try:
+            account = await self.accounts.authenticate(frame.payload.token)
+        except TokenError as exc:
+            conn.auth_failures += 1
+            self._error(conn, codes.NOT_AUTHENTICATED, str(exc), frame.op_id)
+            if conn.auth_failures >= self.settings.max_auth_failures:
+                conn.close(codes.CLOSE_POLICY)
+            return
+        if conn.side == "waiter" and account.role not in ("waiter", "admin"):
+            self._error(conn, codes.NO_PERMISSION, "this socket is for waiters", frame.op_id)
+            return
+        conn.account = account
+        profile = account.profile()
+        self.runtime.send(
+            conn.socket, "auth_success", payload=profile.as_payload(), op_id=frame.op_id
+        )
+        if conn.side == "user":
+            self.runtime.handle(ev.UserAuthed(conn.socket, profile))
+        else:
+            self.runtime.handle(ev.WaiterAuthed(conn.socket, profile))
+        if frame.payload.last_id is not None:
+            await self.history.replay(conn, frame.payload.last_id)
+
+    async def _user_frame(self, conn: Connection, frame: f.Frame) -> None:
+        runtime = self.runtime
+        match frame:
+            case f.MessageText() | f.MessageImage():
+                route = runtime.route_of_user_socket(conn.socket)
+                if route is None:
+                    runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
+                    return
+                self._post(conn, route, frame)
+            case f.Connect():
+                runtime.handle(ev.UserConnect(conn.socket))
+            case f.UserDisconnect():
+                runtime.handle(ev.UserDisconnect(conn.socket))
+            case f.UserHistory(payload=p):
+                await self.history.user_history(conn, frame.op_id, p)
+            case f.UserRate(payload=p):
+                if runtime.route_of_user_socket(conn.socket) is not None:
+                    runtime.handle(ev.UserRate(conn.socket, p.rate))
+                else:
+                    await self.history.rate_closed(conn, p.rate, frame.op_id)
+            case f.Typing() | f.Read():
+                route = runtime.route_of_user_socket(conn.socket)
+                if route is None:
+                    runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
+                    return
+                runtime.send(
+                    route.waiter_socket, frame.__struct_config__.tag,  # type: ignore[arg-type]
+                    frm=conn.socket, payload=frame.payload,
+                )
+
+    async def _waiter_frame(self, conn: Connection, frame: f.Frame) -> None:
+        runtime = self.runtime
+        match frame:
+            case f.MessageText() | f.MessageImage():
+                self._post(conn, self._waiter_route(conn, frame), frame)
+            case f.Ready():
+                runtime.handle(ev.WaiterReady(conn.socket))
+            case f.Unready():
+                runtime.handle(ev.WaiterUnready(conn.socket))
+            case f.WaiterDisconnect(payload=p):
+                runtime.handle(ev.WaiterEnd(conn.socket, p.uuid))
+            case f.WaiterHistory(payload=p):
+                await self.history.waiter_history(conn, frame.op_id, p)
+            case f.SessionHistory():
+                await self.history.session_history(conn, frame.op_id)
+            case f.WaiterRate():
+                route = self._waiter_route(conn, frame)
+                runtime.send(route.user_socket, "rate", frm=conn.socket)
+                runtime.send(conn.socket, "rate_success", frm=route.user_socket, op_id=frame.op_id)
+            case f.Transfer(payload=p):
+                runtime.handle(ev.WaiterTransfer(conn.socket, p.uuid, p.waiter_id))
+            case f.Typing() | f.Read():
+                route = self._waiter_route(conn, frame)
+                runtime.send(
+                    route.user_socket, frame.__struct_config__.tag,  # type: ignore[arg-type]
+                    frm=conn.socket, payload=frame.payload,
+                )
+
+    def _waiter_route(self, conn: Connection, frame: f.Frame) -> RouteEntry:
+        if frame.to is None:
+            raise f.FrameError("`to` (the user's socket UUID) is required")
+        route = self.runtime.route_of_user_socket(frame.to)
+        if route is None or route.waiter_socket != conn.socket:
+            raise NotPermitted(f"{frame.to!r} is not one of your users")
+        return route
+
+    def _post(self, conn: Connection, route: RouteEntry, frame: f.Frame) -> None:
+        settings = self.settings
+        if isinstance(frame, f.MessageText):
+            f.validate_text(frame.payload, settings.max_text_chars)
+            self.runtime.post_message(
+                conn, route, "message_text", _ENCODE(frame.payload), frame.op_id
+            )
+        elif isinstance(frame, f.MessageImage):
+            f.validate_image(frame.payload, settings.max_image_chars)
+            self.runtime.post_message(
+                conn, route, "message_image", _ENCODE(frame.payload), frame.op_id
+            )
+
+    def _error(
+        self, conn: Connection, status: int, message: str, op_id: str | None, data: Any = None
+    ) -> None:
+        self.runtime.error(conn.socket, status, message, op_id, data)
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _raw(frame: f.Frame) -> Any:
+    """The frame as plain data, for the `data` of an error."""
+    return msgspec.to_builtins(frame)

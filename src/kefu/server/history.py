@@ -1,0 +1,93 @@
+"""History, sessions, replay on resume and rating a closed conversation: the cold reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kefu.protocol import codes
+from kefu.protocol import frames as f
+from kefu.protocol.out import rfc3339
+from kefu.server.connections import Connection
+from kefu.server.runtime import Runtime
+from kefu.store.base import HistoryEntry, Store
+
+
+def entry_payload(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "sender": entry.sender.as_payload(),
+        "receiver": entry.receiver.as_payload(),
+        "type": entry.type,
+        "payload": entry.payload,
+        "date": rfc3339(entry.created),
+    }
+
+
+class History:
+    def __init__(self, runtime: Runtime, store: Store) -> None:
+        self._runtime = runtime
+        self._store = store
+
+    async def user_history(
+        self, conn: Connection, op_id: str | None, p: f.UserHistoryPayload | None
+    ) -> None:
+        assert conn.account is not None
+        before, limit = (p.before, p.limit) if p is not None else (None, 100)
+        entries = await self._store.history(conn.account.id, before, limit)
+        data = [entry_payload(x) for x in entries]
+        self._runtime.send(conn.socket, "message_history", payload=data, op_id=op_id)
+
+    async def waiter_history(
+        self, conn: Connection, op_id: str | None, p: f.WaiterHistoryPayload
+    ) -> None:
+        entries = await self._store.history(p.user_id, p.before, p.limit)
+        payload = {"user_id": p.user_id, "data": [entry_payload(x) for x in entries]}
+        self._runtime.send(conn.socket, "message_history", payload=payload, op_id=op_id)
+
+    async def session_history(self, conn: Connection, op_id: str | None) -> None:
+        assert conn.account is not None
+        sessions = await self._store.sessions(conn.account.id)
+        data = [
+            {
+                "id": s.conversation_id,
+                "user": s.user.as_payload(),
+                "waiter": s.waiter.as_payload(),
+                "history": [entry_payload(s.latest)] if s.latest is not None else [],
+                "created_at": rfc3339(s.created),
+            }
+            for s in sessions
+        ]
+        payload = {"user_id": conn.account.id, "data": data}
+        self._runtime.send(conn.socket, "session_history", payload=payload, op_id=op_id)
+
+    async def rate_closed(self, conn: Connection, rate: int, op_id: str | None) -> None:
+        """Rate the user's latest conversation after it ended; only once."""
+        assert conn.account is not None
+        await self._store.flush()  # a close-with-rating may still be queued
+        conv = await self._store.latest_conversation(conn.account.id)
+        if conv is None:
+            self._runtime.error(conn.socket, codes.NO_DATA, "no conversation to rate", op_id)
+            return
+        if conv.rate is not None or not await self._store.rate(conv.id, rate):
+            self._runtime.error(conn.socket, codes.DUPLICATE, "already rated", op_id)
+            return
+        self._runtime.send(conn.socket, "rate_success", payload={"rate": rate}, op_id=op_id)
+
+    async def replay(self, conn: Connection, last_id: str) -> None:
+        """Send again what the other side of the open conversation(s) stored after `last_id`."""
+        runtime = self._runtime
+        route = runtime.route_of_user_socket(conn.socket) if conn.side == "user" else None
+        routes = [route] if route is not None else runtime.routes_of_waiter(conn.socket)
+        for r in routes:
+            peer = r.waiter_socket if conn.side == "user" else r.user_socket
+            for m in await self._store.messages_after(r.conversation_id, last_id):
+                if conn.account is not None and m.sender_id == conn.account.id:
+                    continue  # the sender had its ack, or resends with the same op_id
+                runtime.send(
+                    conn.socket,
+                    m.type,
+                    frm=peer,
+                    payload=m.payload,
+                    id_=m.id,
+                    ts=m.created,
+                )

@@ -1,0 +1,189 @@
+"""The Store protocol: everything kefu keeps, behind one small interface.
+
+Two kinds of work go through a store:
+
+* the **write path**: messages and lifecycle records (queue entries,
+  conversation open/close) go into one FIFO queue drained by a group-commit
+  writer. Everything queued is committed in one transaction, and only then are
+  the `done` callbacks of the messages in it called, on the event loop, in
+  submission order. An ack sent from `done` therefore means "committed".
+* **cold reads** (accounts, history, sessions, state at start): plain
+  coroutines.
+
+All times are float seconds since the Unix epoch (UTC) at this interface;
+tables keep them as integer microseconds. Ids are strings. Nothing here
+returns ORM rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
+from kefu.core.model import Profile
+
+LifecycleWrite = Enqueue | Dequeue | OpenConversation | CloseConversation
+
+
+class StoreError(Exception):
+    """Root of the store's errors."""
+
+
+class AccountExists(StoreError):
+    """An account with that username or id is already there."""
+
+
+class StoreUnavailable(StoreError):
+    """The database refused or failed a write; nothing of that batch was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    username: str
+    role: str  # "user" | "waiter" | "admin"
+    nickname: str | None = None
+    avatar: str = ""
+    password_hash: str | None = None
+
+    def profile(self) -> Profile:
+        return Profile(
+            id=self.id, username=self.username, nickname=self.nickname, avatar=self.avatar
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: str  # fixed-width, time-ordered (kefu.ids)
+    conversation_id: str
+    type: str  # "message_text" | "message_image"
+    sender_id: str
+    receiver_id: str
+    payload: bytes  # the payload as JSON text, e.g. b'{"text":"hi"}'
+    op_id: str | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What the writer did with one `NewMessage`.
+
+    `duplicate`: (sender, op_id) was stored before with the same type and
+    payload; `id` and `created` are then those of the stored row.
+    `conflict`: (sender, op_id) was stored before with a different body;
+    nothing was written (the protocol answers 100006).
+    """
+
+    id: str
+    created: float
+    duplicate: bool = False
+    conflict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: str
+    conversation_id: str
+    type: str
+    sender_id: str
+    receiver_id: str
+    payload: Any  # decoded JSON
+    op_id: str | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: str
+    type: str
+    sender: Profile
+    receiver: Profile
+    payload: Any
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    user_id: str
+    waiter_id: str
+    opened: float
+    closed: float | None = None
+    close_reason: str | None = None
+    rate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """One row of a waiter's session history: its latest conversation with one user."""
+
+    conversation_id: str
+    user: Profile
+    waiter: Profile
+    latest: HistoryEntry | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    user: Profile
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OpenState:
+    """Queue and open conversations as stored: what a switchboard is rebuilt from."""
+
+    queue: list[QueueEntry]  # in queue order (queued_at, then insertion)
+    conversations: list[tuple[Conversation, Profile, Profile]]  # (conversation, user, waiter)
+
+
+AppendDone = Callable[[Appended | BaseException], None]
+
+
+class Store(Protocol):
+    async def start(self) -> None:
+        """Open connections and start the writer. The schema must already be migrated."""
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop the writer and close connections."""
+
+    # -- write path ---------------------------------------------------------
+    def append(self, message: NewMessage, done: AppendDone) -> None:
+        """Queue a message. `done` runs on the loop after its batch commits (or failed)."""
+
+    def write(self, record: LifecycleWrite) -> None:
+        """Queue a lifecycle record, in the same FIFO as messages (never awaited)."""
+
+    async def flush(self) -> None:
+        """Return once everything queued before the call is committed."""
+
+    # -- accounts -----------------------------------------------------------
+    async def create_account(self, account: Account) -> Account: ...
+    async def get_account(self, account_id: str) -> Account | None: ...
+    async def get_account_by_username(self, username: str) -> Account | None: ...
+    async def upsert_account(self, account: Account) -> None:
+        """Insert or update by id (password_hash kept when the new one is None)."""
+
+    # -- reads --------------------------------------------------------------
+    async def history(
+        self, user_id: str, before: str | None = None, limit: int = 100
+    ) -> list[HistoryEntry]:
+        """Messages sent or received by `user_id`, newest first, ids below `before`."""
+
+    async def sessions(self, waiter_id: str, limit: int = 100) -> list[SessionEntry]:
+        """The waiter's latest conversation with each user, newest first."""
+
+    async def latest_conversation(self, user_id: str) -> Conversation | None: ...
+
+    async def rate(self, conversation_id: str, rate: int) -> bool:
+        """Rate a conversation that has no rating yet; False if it already had one."""
+
+    async def messages_after(
+        self, conversation_id: str, after_id: str, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Messages of a conversation with id > after_id, oldest first (resume replay)."""
+
+    async def load_open_state(self) -> OpenState: ...

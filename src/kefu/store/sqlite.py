@@ -1,0 +1,342 @@
+"""SQLite store: one writer connection on its own thread, pooled connections for reads.
+
+* The **writer** is a stdlib `sqlite3` connection owned by the group-commit
+  thread (`writer.ThreadWriter`): WAL, `synchronous` NORMAL (a commit survives a
+  process crash, the last ones may be lost on power loss) or FULL (durable),
+  `busy_timeout`, foreign keys on. Each batch is one `BEGIN IMMEDIATE ... COMMIT`.
+* **Reads** and account writes run the portable SQLAlchemy Core functions of
+  `queries.py` on a pooled sync engine in `asyncio.to_thread`; in WAL mode they
+  never block the writer and see only committed data. Reads do not wait for
+  queued writes: `await store.flush()` first to read your own writes.
+* `rate` goes through the writer FIFO, so it is ordered after the lifecycle
+  records queued before it.
+
+Limits: one process should own a database file (the writer is the only
+message writer; a second process would contend for the write lock through
+`busy_timeout`). `:memory:` databases are refused (the writer and the readers
+need to share the file). Foreign keys are enforced (as PostgreSQL will), so
+conversations and queue entries need their accounts, and messages their
+conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
+from kefu.store import queries
+from kefu.store.base import (
+    Account,
+    AppendDone,
+    Appended,
+    Conversation,
+    HistoryEntry,
+    LifecycleWrite,
+    NewMessage,
+    OpenState,
+    SessionEntry,
+    StoredMessage,
+    StoreError,
+)
+from kefu.store.tables import from_us, metadata, to_us
+from kefu.store.writer import SetRate, ThreadWriter, WriteOp
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, conversation_id, type, sender_id, receiver_id, payload, op_id,"
+    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sender_id, op_id) DO NOTHING"
+)
+_STORED_MESSAGE = (
+    "SELECT id, type, payload, created_at FROM messages WHERE sender_id = ? AND op_id = ?"
+)
+_ENQUEUE = (
+    "INSERT INTO queue_entries (user_id, queued_at, seq) VALUES (?, ?,"
+    " (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue_entries))"
+    " ON CONFLICT (user_id) DO UPDATE SET queued_at = excluded.queued_at, seq = excluded.seq"
+)
+_DEQUEUE = "DELETE FROM queue_entries WHERE user_id = ?"
+_OPEN = (
+    "INSERT INTO conversations (id, user_id, waiter_id, opened_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_CLOSE = (
+    "UPDATE conversations SET closed_at = ?, close_reason = ?, rate = COALESCE(rate, ?)"
+    " WHERE id = ? AND closed_at IS NULL"
+)
+_RATE = "UPDATE conversations SET rate = ? WHERE id = ? AND rate IS NULL"
+
+_ITEM_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    TypeError,
+    ValueError,
+    AttributeError,
+)
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:///relative.db` or `sqlite:////abs.db` URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise ValueError(f"not a SQLite URL: {url!r}")
+    db = parsed.database
+    if not db or db == ":memory:" or parsed.query.get("mode") == "memory":
+        raise ValueError("kefu needs a SQLite database file, not an in-memory database")
+    return db
+
+
+def _same_payload(stored: str, new: str) -> bool:
+    if stored == new:
+        return True
+    try:
+        return bool(json.loads(stored) == json.loads(new))
+    except ValueError:
+        return False
+
+
+class SqliteBackend:
+    """The SQL of the write path, run by the writer thread (see `writer.BatchBackend`)."""
+
+    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._con: sqlite3.Connection | None = None
+        self._cur: sqlite3.Cursor | None = None
+        self._apply: dict[type, Callable[[Any], Any]] = {
+            NewMessage: self._message,
+            Enqueue: self._enqueue,
+            Dequeue: self._dequeue,
+            OpenConversation: self._open,
+            CloseConversation: self._close,
+            SetRate: self._rate,
+        }
+
+    def open(self) -> None:
+        uri = Path(self.path).resolve().as_uri() + "?mode=rw"  # never create an empty file
+        try:
+            con = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}; run `kefu db upgrade`") from exc
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={self.synchronous}")
+            con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            con.execute("PRAGMA foreign_keys=ON")
+            names = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+            missing = set(metadata.tables) - names
+            if missing:
+                raise StoreError(
+                    f"{self.path} is not migrated (missing {sorted(missing)}); "
+                    "run `kefu db upgrade`"
+                )
+        except BaseException:
+            con.close()
+            raise
+        self._con = con
+        self._cur = con.cursor()
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = self._cur = None
+
+    def is_item_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, _ITEM_ERRORS)
+
+    def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
+        cur = self._cur
+        if cur is None:
+            raise StoreError("writer connection is closed")
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            if isolate:
+                results = [self._isolated(cur, op) for op in ops]
+            else:
+                apply = self._apply
+                results = [apply[type(op)](op) for op in ops]
+            cur.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return results
+
+    def _isolated(self, cur: sqlite3.Cursor, op: WriteOp) -> Any:
+        cur.execute("SAVEPOINT item")
+        try:
+            result = self._apply[type(op)](op)
+        except Exception as exc:
+            if not self.is_item_error(exc):
+                raise
+            cur.execute("ROLLBACK TO item")
+            cur.execute("RELEASE item")
+            return exc
+        cur.execute("RELEASE item")
+        return result
+
+    def _rollback(self) -> None:
+        con = self._con
+        if con is not None and con.in_transaction:
+            # the connection may have rolled back by itself (e.g. SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+
+    def _message(self, m: NewMessage) -> Appended:
+        cur = self._cur
+        assert cur is not None
+        payload = m.payload if isinstance(m.payload, str) else m.payload.decode()
+        cur.execute(
+            _INSERT_MESSAGE,
+            (
+                m.id,
+                m.conversation_id,
+                m.type,
+                m.sender_id,
+                m.receiver_id,
+                payload,
+                m.op_id,
+                to_us(m.created),
+            ),
+        )
+        if cur.rowcount == 1:
+            return Appended(id=m.id, created=m.created)
+        row = cur.execute(_STORED_MESSAGE, (m.sender_id, m.op_id)).fetchone()
+        if row is None:  # cannot happen: DO NOTHING fires only on (sender_id, op_id)
+            raise sqlite3.IntegrityError(f"message {m.id} was not stored")
+        same = row[1] == m.type and _same_payload(row[2], payload)
+        return Appended(id=row[0], created=from_us(row[3]), duplicate=same, conflict=not same)
+
+    def _enqueue(self, r: Enqueue) -> None:
+        assert self._cur is not None
+        self._cur.execute(_ENQUEUE, (r.user_id, to_us(r.queued_at)))
+
+    def _dequeue(self, r: Dequeue) -> None:
+        assert self._cur is not None
+        self._cur.execute(_DEQUEUE, (r.user_id,))
+
+    def _open(self, r: OpenConversation) -> None:
+        assert self._cur is not None
+        self._cur.execute(_OPEN, (r.conversation_id, r.user_id, r.waiter_id, to_us(r.opened_at)))
+
+    def _close(self, r: CloseConversation) -> None:
+        assert self._cur is not None
+        reason = getattr(r.reason, "value", r.reason)
+        self._cur.execute(_CLOSE, (to_us(r.closed_at), str(reason), r.rate, r.conversation_id))
+
+    def _rate(self, r: SetRate) -> bool:
+        assert self._cur is not None
+        return self._cur.execute(_RATE, (r.rate, r.conversation_id)).rowcount == 1
+
+
+class SqliteStore:
+    """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
+
+    def __init__(
+        self,
+        url: str,
+        synchronous: str = "NORMAL",
+        *,
+        busy_timeout: float = 5.0,
+        max_batch: int = 512,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        synchronous = synchronous.upper()
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self.path = os.path.abspath(sqlite_path(url))
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        self.backend = SqliteBackend(self.path, synchronous, busy_timeout)
+        self.writer = ThreadWriter(self.backend, max_batch=max_batch)
+        self._engine: Engine | None = None
+
+    async def start(self) -> None:
+        await self.writer.start()
+        engine = create_engine(
+            URL.create("sqlite", database=self.path),
+            connect_args={"check_same_thread": False, "timeout": self.busy_timeout},
+        )
+        event.listen(engine, "connect", self._on_connect)
+        self._engine = engine
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- write path -----------------------------------------------------------
+    def append(self, message: NewMessage, done: AppendDone) -> None:
+        self.writer.append(message, done)
+
+    def write(self, record: LifecycleWrite) -> None:
+        self.writer.write(record)
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+    async def rate(self, conversation_id: str, rate: int) -> bool:
+        return bool(await self.writer.call(SetRate(conversation_id, rate)))
+
+    # -- cold path ------------------------------------------------------------
+    async def _run(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        engine = self._engine
+        if engine is None:
+            raise StoreError("store is not started")
+
+        def call() -> T:
+            with engine.connect() as conn:
+                return fn(conn, *args, **kwargs)
+
+        return await asyncio.to_thread(call)
+
+    async def create_account(self, account: Account) -> Account:
+        return await self._run(queries.create_account, account, self._clock())
+
+    async def get_account(self, account_id: str) -> Account | None:
+        return await self._run(queries.get_account, account_id)
+
+    async def get_account_by_username(self, username: str) -> Account | None:
+        return await self._run(queries.get_account_by_username, username)
+
+    async def upsert_account(self, account: Account) -> None:
+        await self._run(queries.upsert_account, account, self._clock())
+
+    async def history(
+        self, user_id: str, before: str | None = None, limit: int = 100
+    ) -> list[HistoryEntry]:
+        return await self._run(queries.history, user_id, before, limit)
+
+    async def sessions(self, waiter_id: str, limit: int = 100) -> list[SessionEntry]:
+        return await self._run(queries.sessions, waiter_id, limit)
+
+    async def latest_conversation(self, user_id: str) -> Conversation | None:
+        return await self._run(queries.latest_conversation, user_id)
+
+    async def messages_after(
+        self, conversation_id: str, after_id: str, limit: int = 1000
+    ) -> list[StoredMessage]:
+        return await self._run(queries.messages_after, conversation_id, after_id, limit)
+
+    async def load_open_state(self) -> OpenState:
+        return await self._run(queries.load_open_state)

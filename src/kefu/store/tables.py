@@ -1,0 +1,107 @@
+"""SQLAlchemy Core tables: the schema kefu keeps, in portable types.
+
+Limits and conventions:
+
+* Times are integer **microseconds** since the Unix epoch (`BigInteger`); the
+  Store interface speaks float seconds (`to_us` / `from_us` convert).
+* Message and conversation ids are fixed-width, time-ordered strings
+  (`kefu.ids`), so string order is time order and `ORDER BY id` is
+  chronological without a second column.
+* `payload` is the JSON text exactly as given to the store.
+* Constraint and index names follow `NAMING_CONVENTION`, so migrations
+  (Alembic batch mode on SQLite) can refer to them by name.
+
+This module is the model for autogenerate only: the schema is created by the
+migrations in `kefu/migrations`, never by `metadata.create_all`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("nickname", String(128), nullable=True),
+    Column("avatar", String(2048), nullable=False, default="", server_default=""),
+    Column("password_hash", String(256), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("user_id", String(64), ForeignKey("accounts.id"), nullable=False),
+    Column("waiter_id", String(64), ForeignKey("accounts.id"), nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("close_reason", String(32), nullable=True),
+    Column("rate", SmallInteger, nullable=True),
+    Index("ix_conversations_user_id_opened_at", "user_id", "opened_at"),
+    Index("ix_conversations_waiter_id_opened_at", "waiter_id", "opened_at"),
+    Index("ix_conversations_closed_at", "closed_at"),
+)
+
+# Queue order is (queued_at, seq). `seq` is set on insert to max(seq) + 1 by the
+# single writer (SQLite) or the switchboard leader (PostgreSQL): portable, no
+# sequence object, and it only breaks ties between equal `queued_at`.
+queue_entries = Table(
+    "queue_entries",
+    metadata,
+    Column("user_id", String(64), ForeignKey("accounts.id"), primary_key=True),
+    Column("queued_at", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Index("ix_queue_entries_queued_at_seq", "queued_at", "seq"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("conversation_id", String(20), ForeignKey("conversations.id"), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("sender_id", String(64), nullable=False),
+    Column("receiver_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("op_id", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("sender_id", "op_id", name="uq_messages_sender_id_op_id"),
+    Index("ix_messages_sender_id_id", "sender_id", "id"),
+    Index("ix_messages_receiver_id_id", "receiver_id", "id"),
+    Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+)
+
+
+def to_us(seconds: float) -> int:
+    """Float Unix seconds -> integer microseconds (rounded to nearest)."""
+    return round(seconds * 1_000_000)
+
+
+def from_us(us: int) -> float:
+    """Integer microseconds -> float Unix seconds."""
+    return us / 1_000_000

@@ -1,0 +1,99 @@
+"""Signed tokens: HS256 JWTs with the algorithm pinned and `exp` required.
+
+A token carries `sub` (the account id), `role`, and optionally `username`,
+`nickname` and `avatar`. The host application may sign its own tokens with
+the same secret: the account is then created or updated on first use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from kefu.store.base import Account
+
+ALGORITHM = "HS256"
+ROLES = ("user", "waiter", "admin")
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, badly signed, expired or lacks claims."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    sub: str
+    role: str
+    username: str | None
+    nickname: str | None
+    avatar: str | None
+
+    def account(self, known: Account | None) -> Account:
+        """The account these claims describe, keeping what the claims leave out."""
+        return Account(
+            id=self.sub,
+            username=self.username or (known.username if known else self.sub),
+            role=self.role,
+            nickname=self.nickname if self.nickname is not None else (
+                known.nickname if known else None
+            ),
+            avatar=self.avatar if self.avatar is not None else (known.avatar if known else ""),
+            password_hash=known.password_hash if known else None,
+        )
+
+
+def issue(secret: str, account: Account, ttl: int, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    claims = {
+        "sub": account.id,
+        "role": account.role,
+        "username": account.username,
+        "nickname": account.nickname,
+        "avatar": account.avatar,
+        "iat": int(now),
+        "exp": int(now) + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: str) -> Claims:
+    """Check a token (a `Bearer ` prefix is accepted) and return its claims."""
+    if not isinstance(token, str):
+        raise TokenError("token must be a string")
+    if token.startswith("Bearer "):
+        token = token[len("Bearer ") :]
+    token = token.strip()
+    if not token:
+        raise TokenError("token is empty")
+    try:
+        data = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub"]},
+            leeway=0,
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenError("token has expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(f"invalid token: {exc}") from None
+    sub, role = data.get("sub"), data.get("role", "user")
+    if not isinstance(sub, str) or not sub or len(sub) > 64:
+        raise TokenError("invalid token: `sub` must be a non-empty string")
+    if role not in ROLES:
+        raise TokenError(f"invalid token: `role` must be one of {', '.join(ROLES)}")
+    return Claims(
+        sub=sub,
+        role=role,
+        username=_opt_str(data.get("username"), 64),
+        nickname=_opt_str(data.get("nickname"), 128),
+        avatar=_opt_str(data.get("avatar"), 2048),
+    )
+
+
+def _opt_str(value: object, limit: int) -> str | None:
+    if isinstance(value, str) and len(value) <= limit:
+        return value
+    return None

@@ -1,0 +1,87 @@
+"""Migrations: upgrade creates the schema of tables.py, is idempotent and safe to race."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from kefu.settings import Settings
+from kefu.store import open_store
+from kefu.store.migrate import current, head, resolve_url, upgrade
+from kefu.store.sqlite import SqliteStore
+from kefu.store.tables import metadata
+
+
+def _schema(path: Path) -> list[tuple[str, str]]:
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master ORDER BY name").all()
+    engine.dispose()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_upgrade_creates_all_tables(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "kefu.db"  # the folder is created too
+    url = f"sqlite:///{path}"
+    assert current(url) is None
+    upgrade(url)
+    assert current(url) == head() == "0001"
+    engine = create_engine(url)
+    try:
+        names = set(inspect(engine).get_table_names())
+        assert names == {*metadata.tables, "alembic_version"}
+        with engine.connect() as conn:
+            # the migration and tables.py describe the same schema
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_twice_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "kefu.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    before = _schema(path)
+    upgrade(url)
+    assert _schema(path) == before
+    assert current(url) == "0001"
+
+
+def test_concurrent_upgrades_on_a_fresh_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    code = "import sys; from kefu.store.migrate import upgrade; upgrade(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert current(url) == "0001"
+
+
+def test_resolve_url() -> None:
+    assert resolve_url("sqlite:///./kefu.db") == "sqlite:///./kefu.db"
+    assert resolve_url("postgresql+asyncpg://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    assert resolve_url("postgresql://u:p@h/db").startswith("postgresql+")
+    with pytest.raises(ValueError):
+        resolve_url("mysql://h/db")
+
+
+def test_open_store_by_scheme(tmp_path: Path) -> None:
+    store = open_store(
+        Settings(database_url=f"sqlite:///{tmp_path / 'k.db'}", sqlite_synchronous="FULL")
+    )
+    assert isinstance(store, SqliteStore)
+    with pytest.raises(NotImplementedError, match="cluster"):
+        open_store(Settings(database_url="postgresql://h/db"))
+    with pytest.raises(ValueError):
+        open_store(Settings(database_url="mysql://h/db"))
+    with pytest.raises(ValueError):
+        SqliteStore("sqlite://")  # in-memory: the writer and readers could not share it

@@ -44,9 +44,8 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
 ) -> None:
     """Run the server; creates or migrates the database on start."""
-    import uvicorn
-
     from kefu.server.app import create_app
+    from kefu.server.serve import run
 
     settings = _settings(
         host=host,
@@ -59,22 +58,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.max_frame_bytes,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        access_log=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run()
+    run(create_app(settings), settings)
 
 
 def _run(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:

@@ -34,7 +34,6 @@ class Settings(BaseSettings):
     rate_limit: float = Field(default=20.0, gt=0)
     rate_burst: int = Field(default=40, ge=1)
     max_user_sockets: int = Field(default=5, ge=1)
-    max_waiter_sockets: int = Field(default=1, ge=1)
     max_auth_failures: int = Field(default=5, ge=1)
     send_queue_size: int = Field(default=1024, ge=1)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")

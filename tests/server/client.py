@@ -134,6 +134,7 @@ class Client:
 
     ws: ClientConnection
     label: str
+    side: str = "user"  # "user" | "waiter": which endpoint this socket is on
     person: Person | None = None
     uuid: str | None = None
     log: list[Any] = field(default_factory=list)
@@ -328,6 +329,26 @@ async def pair(user: Client, waiter: Client) -> None:
     assert new["payload"].get("uuid") == user.uuid, f"new_connection payload.uuid: {new!r}"
 
 
+async def say(
+    sender: Client, receiver: Client, text: str | None = None, *, image: str | None = None
+) -> dict[str, Any]:
+    """One message from sender to receiver (its conversation partner): acked and delivered.
+
+    Returns the ack; the delivered frame must carry the same id, `from` the sender's socket.
+    """
+    to = receiver.uuid if sender.side == "waiter" else None
+    if image is not None:
+        ack = await sender.send_image(image, to=to)
+        type_, payload = "message_image", {"image": image}
+    else:
+        assert text is not None
+        ack = await sender.send_text(text, to=to)
+        type_, payload = "message_text", {"text": text}
+    got = await receiver.expect(type_, from_=sender.uuid, id=ack["id"])
+    assert got["payload"] == payload, got
+    return ack
+
+
 def close_code(exc: ConnectionClosed) -> int | None:
     if exc.rcvd is not None:
         return exc.rcvd.code
@@ -336,7 +357,9 @@ def close_code(exc: ConnectionClosed) -> int | None:
     return None
 
 
-async def open_socket(url: str, label: str, *, origin: str | None = None) -> Client:
+async def open_socket(
+    url: str, label: str, *, side: str = "user", origin: str | None = None
+) -> Client:
     ws = await connect(
         url,
         compression=None,
@@ -347,7 +370,7 @@ async def open_socket(url: str, label: str, *, origin: str | None = None) -> Cli
         max_queue=None,
         max_size=None,
     )
-    return Client(ws=ws, label=label)
+    return Client(ws=ws, label=label, side=side)
 
 
 __all__ = [
@@ -364,4 +387,5 @@ __all__ = [
     "open_socket",
     "pair",
     "person",
+    "say",
 ]

@@ -204,6 +204,7 @@ class Server:
         client = await open_socket(
             self.ws_url(f"/v1/ws/connect/{role}"),
             label or f"{role}#{len(self.clients)}",
+            side=role,
             origin=origin,
         )
         self.clients.append(client)

@@ -186,10 +186,10 @@ async def test_op_id_is_per_account(server: Server) -> None:
     user, waiter = await _pair(server)
     op = new_op_id()
     a = await user.send_text("from the user", op_id=op)
-    b = await waiter.send_text("from the waiter", to=user.uuid, op_id=op)
-    assert a["id"] != b["id"]
     await waiter.expect("message_text", id=a["id"])
+    b = await waiter.send_text("from the waiter", to=user.uuid, op_id=op)
     await user.expect("message_text", id=b["id"])
+    assert a["id"] != b["id"]
 
 
 # --------------------------------------------------------------------------- ending

@@ -14,6 +14,7 @@ from .client import (
     check_message_id,
     new_op_id,
     pair,
+    say,
 )
 from .conftest import Server
 
@@ -57,13 +58,13 @@ async def test_user_history_is_newest_first_with_profiles(server: Server) -> Non
     user, waiter = await _pair(server)
     up, wp = _persons(user, waiter)
     sent = []  # (ack, sender, receiver, type, payload)
-    a = await user.send_text("my order is late")
+    a = await say(user, waiter, "my order is late")
     sent.append((a, up, wp, "message_text", {"text": "my order is late"}))
-    b = await waiter.send_text("let me check", to=user.uuid)
+    b = await say(waiter, user, "let me check")
     sent.append((b, wp, up, "message_text", {"text": "let me check"}))
-    c = await user.send_image("https://example.com/receipt.png")
+    c = await say(user, waiter, image="https://example.com/receipt.png")
     sent.append((c, up, wp, "message_image", {"image": "https://example.com/receipt.png"}))
-    d = await waiter.send_image("https://example.com/tracking.png", to=user.uuid)
+    d = await say(waiter, user, image="https://example.com/tracking.png")
     sent.append((d, wp, up, "message_image", {"image": "https://example.com/tracking.png"}))
 
     history = await _user_history(user)
@@ -87,9 +88,9 @@ async def test_history_is_per_user(server: Server) -> None:
     waiter = await server.waiter()
     alice, _ = await _pair(server, waiter)
     bob, _ = await _pair(server, waiter)
-    a = await alice.send_text("alice here")
-    b = await bob.send_text("bob here")
-    w = await waiter.send_text("to bob", to=bob.uuid)
+    a = await say(alice, waiter, "alice here")
+    b = await say(bob, waiter, "bob here")
+    w = await say(waiter, bob, "to bob")
     assert [e["id"] for e in await _user_history(alice)] == [a["id"]]
     assert [e["id"] for e in await _user_history(bob)] == [w["id"], b["id"]]
 
@@ -143,8 +144,8 @@ async def test_history_limit_out_of_range_is_100000(server: Server, payload: dic
 async def test_waiter_gets_a_users_history(server: Server) -> None:
     user, waiter = await _pair(server)
     up, _ = _persons(user, waiter)
-    a = await user.send_text("question")
-    b = await waiter.send_text("answer", to=user.uuid)
+    a = await say(user, waiter, "question")
+    b = await say(waiter, user, "answer")
     await waiter.send({"type": "get_history", "payload": {"user_id": up.id}})
     got = await waiter.expect("message_history")
     assert got["payload"]["user_id"] == up.id
@@ -163,23 +164,20 @@ async def test_session_history_one_entry_per_user_newest_first(server: Server) -
     alice, _ = await _pair(server, waiter)
     ap = alice.person
     assert ap is not None
-    await alice.send_text("alice 1")
+    await say(alice, waiter, "alice 1")
     await alice.send({"type": "disconnect"})
     await alice.expect("disconnected")
-    await waiter.expect("message_text")
     await waiter.expect("disconnected")
 
     bob, _ = await _pair(server, waiter)
     bp = bob.person
     assert bp is not None
-    await bob.send_text("bob 1")
-    last_bob = await waiter.send_text("bye bob", to=bob.uuid)
-    await waiter.expect("message_text")
+    await say(bob, waiter, "bob 1")
+    last_bob = await say(waiter, bob, "bye bob")
 
     # alice comes back for a second conversation: still one entry for her, now the newest
     await pair(alice, waiter)
-    last_alice = await alice.send_text("alice again")
-    await waiter.expect("message_text", id=last_alice["id"])
+    last_alice = await say(alice, waiter, "alice again")
 
     await waiter.send({"type": "get_history_session"})
     got = await waiter.expect("session_history")

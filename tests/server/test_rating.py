@@ -22,9 +22,8 @@ async def _pair(server: Server) -> tuple[Client, Client]:
 
 async def _rate(user: Client, waiter: Client, rate: int) -> None:
     """Rate the open conversation: acks on both sides, then it ends on both sides."""
-    op = new_op_id()
-    await user.send({"type": "rate", "op_id": op, "payload": {"rate": rate}})
-    ok = await user.expect("rate_success", op_id=op)
+    await user.send({"type": "rate", "payload": {"rate": rate}})
+    ok = await user.expect("rate_success")
     assert ok["payload"] == {"rate": rate}
     got = await waiter.expect("rate_user_success")
     assert got["payload"] == {"rate": rate}
@@ -39,6 +38,13 @@ async def test_user_rates_and_the_conversation_ends(server: Server, rate: int) -
     op = new_op_id()
     await user.send({"type": "message_text", "op_id": op, "payload": {"text": "hello?"}})
     await user.expect("not_connect", op_id=op)
+
+
+async def test_rate_success_echoes_the_op_id(server: Server) -> None:
+    user, _ = await _pair(server)
+    op = new_op_id()
+    await user.send({"type": "rate", "op_id": op, "payload": {"rate": 5}})
+    await user.expect("rate_success", op_id=op, payload={"rate": 5})
 
 
 async def test_rating_twice_is_a_duplicate(server: Server) -> None:

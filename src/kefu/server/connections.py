@@ -34,6 +34,9 @@ class Connection:
         self.last_activity = 0.0
         self.auth_failures = 0
         self.closing: int | None = None
+        self.tokens = 0.0  # rate-limit bucket
+        self.refilled = 0.0
+        self.strikes = 0  # frames refused by the rate limit in a row
         self._queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
 
@@ -91,13 +94,28 @@ class Registry:
 
     def __init__(self) -> None:
         self._by_socket: dict[str, Connection] = {}
+        self._by_account: dict[str, set[str]] = {}
 
     def add(self, conn: Connection) -> None:
         self._by_socket[conn.socket] = conn
 
+    def bind(self, conn: Connection) -> None:
+        """Count `conn` as one of its account's sockets (after auth)."""
+        assert conn.account is not None
+        self._by_account.setdefault(conn.account.id, set()).add(conn.socket)
+
+    def sockets_of(self, account_id: str) -> int:
+        return len(self._by_account.get(account_id, ()))
+
     def remove(self, conn: Connection) -> None:
         if self._by_socket.get(conn.socket) is conn:
             del self._by_socket[conn.socket]
+        if conn.account is not None:
+            sockets = self._by_account.get(conn.account.id)
+            if sockets is not None:
+                sockets.discard(conn.socket)
+                if not sockets:
+                    del self._by_account[conn.account.id]
 
     def get(self, socket: str | None) -> Connection | None:
         return self._by_socket.get(socket) if socket is not None else None

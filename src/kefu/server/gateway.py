@@ -17,7 +17,7 @@ import msgspec
 from starlette.websockets import WebSocket
 
 from kefu.core import events as ev
-from kefu.core.errors import CoreError, NotAvailable, NotFound, NotPermitted
+from kefu.core.errors import NotPermitted
 from kefu.protocol import codes
 from kefu.protocol import frames as f
 from kefu.server.accounts import Accounts
@@ -28,9 +28,6 @@ from kefu.server.runtime import RouteEntry, Runtime
 from kefu.tokens import TokenError
 
 log = logging.getLogger("kefu.gateway")
-
-_CORE_STATUS = {NotPermitted: codes.NO_PERMISSION, NotFound: codes.NO_DATA}
-
 
 class Gateway:
     def __init__(self, runtime: Runtime, accounts: Accounts, history: History) -> None:
@@ -52,7 +49,8 @@ class Gateway:
             return
         await ws.accept()
         conn = Connection(str(uuid.uuid4()), ws, side, self.settings.send_queue_size)
-        conn.last_activity = time.time()
+        conn.last_activity = conn.refilled = time.time()
+        conn.tokens = float(self.settings.rate_burst)
         conn.start()
         runtime = self.runtime
         runtime.connections.add(conn)
@@ -65,7 +63,7 @@ class Gateway:
             runtime.connections.remove(conn)
             if conn.account is not None:
                 try:
-                    runtime.handle(ev.SocketClosed(conn.socket))
+                    runtime.submit(ev.SocketClosed(conn.socket))
                 except Exception:
                     log.exception("closing socket state failed")
             await conn.stop()
@@ -85,13 +83,34 @@ class Gateway:
             if len(raw) > limit:
                 conn.close(codes.CLOSE_TOO_BIG)
                 return
-            conn.last_activity = time.time()
+            now = time.time()
+            conn.last_activity = now
+            if not self._within_rate(conn, now):
+                continue
             try:
                 frame = f.decode(decoder, raw)
             except f.FrameError as exc:
                 self._error(conn, codes.INVALID_PARAMS, exc.message, f.op_id_of(exc.data), exc.data)
                 continue
             await self._dispatch(conn, frame)
+
+    def _within_rate(self, conn: Connection, now: float) -> bool:
+        """Token bucket per socket; sustained abuse closes the socket (1008)."""
+        settings = self.settings
+        conn.tokens = min(
+            float(settings.rate_burst), conn.tokens + (now - conn.refilled) * settings.rate_limit
+        )
+        conn.refilled = now
+        if conn.tokens >= 1.0:
+            conn.tokens -= 1.0
+            conn.strikes = 0
+            return True
+        conn.strikes += 1
+        if conn.strikes > settings.rate_burst:
+            conn.close(codes.CLOSE_POLICY)
+        else:
+            self._error(conn, codes.INVALID_PARAMS, "rate limited", None)
+        return False
 
     def _auth_timeout(self, conn: Connection) -> None:
         if conn.account is None:
@@ -112,11 +131,8 @@ class Gateway:
                 await self._waiter_frame(conn, frame)
         except f.FrameError as exc:
             self._error(conn, codes.INVALID_PARAMS, exc.message, frame.op_id, _raw(frame))
-        except CoreError as exc:
-            status = _CORE_STATUS.get(type(exc), codes.NO_PERMISSION)
-            if isinstance(exc, NotAvailable):
-                status = codes.NO_PERMISSION
-            self._error(conn, status, str(exc), frame.op_id)
+        except NotPermitted as exc:
+            self._error(conn, codes.NO_PERMISSION, str(exc), frame.op_id)
 
     async def _auth(self, conn: Connection, frame: f.Auth) -> None:
         if conn.account is not None:
@@ -133,15 +149,20 @@ class Gateway:
         if conn.side == "waiter" and account.role not in ("waiter", "admin"):
             self._error(conn, codes.NO_PERMISSION, "this socket is for waiters", frame.op_id)
             return
+        limit = self.settings.max_user_sockets
+        if conn.side == "user" and self.runtime.connections.sockets_of(account.id) >= limit:
+            self._error(conn, codes.NO_PERMISSION, f"at most {limit} sockets per user", frame.op_id)
+            return
         conn.account = account
+        self.runtime.connections.bind(conn)
         profile = account.profile()
         self.runtime.send(
             conn.socket, "auth_success", payload=profile.as_payload(), op_id=frame.op_id
         )
         if conn.side == "user":
-            self.runtime.handle(ev.UserAuthed(conn.socket, profile))
+            self.runtime.submit(ev.UserAuthed(conn.socket, profile), frame.op_id)
         else:
-            self.runtime.handle(ev.WaiterAuthed(conn.socket, profile))
+            self.runtime.submit(ev.WaiterAuthed(conn.socket, profile), frame.op_id)
         if frame.payload.last_id is not None:
             await self.history.replay(conn, frame.payload.last_id)
 
@@ -155,14 +176,14 @@ class Gateway:
                     return
                 self._post(conn, route, frame)
             case f.Connect():
-                runtime.handle(ev.UserConnect(conn.socket))
+                runtime.submit(ev.UserConnect(conn.socket), frame.op_id)
             case f.UserDisconnect():
-                runtime.handle(ev.UserDisconnect(conn.socket))
+                runtime.submit(ev.UserDisconnect(conn.socket), frame.op_id)
             case f.UserHistory(payload=p):
                 await self.history.user_history(conn, frame.op_id, p)
             case f.UserRate(payload=p):
                 if runtime.route_of_user_socket(conn.socket) is not None:
-                    runtime.handle(ev.UserRate(conn.socket, p.rate))
+                    runtime.submit(ev.UserRate(conn.socket, p.rate), frame.op_id)
                 else:
                     await self.history.rate_closed(conn, p.rate, frame.op_id)
             case f.Typing() | f.Read():
@@ -181,11 +202,11 @@ class Gateway:
             case f.MessageText() | f.MessageImage():
                 self._post(conn, self._waiter_route(conn, frame), frame)
             case f.Ready():
-                runtime.handle(ev.WaiterReady(conn.socket))
+                runtime.submit(ev.WaiterReady(conn.socket), frame.op_id)
             case f.Unready():
-                runtime.handle(ev.WaiterUnready(conn.socket))
+                runtime.submit(ev.WaiterUnready(conn.socket), frame.op_id)
             case f.WaiterDisconnect(payload=p):
-                runtime.handle(ev.WaiterEnd(conn.socket, p.uuid))
+                runtime.submit(ev.WaiterEnd(conn.socket, p.uuid), frame.op_id)
             case f.WaiterHistory(payload=p):
                 await self.history.waiter_history(conn, frame.op_id, p)
             case f.SessionHistory():
@@ -195,7 +216,7 @@ class Gateway:
                 runtime.send(route.user_socket, "rate", frm=conn.socket)
                 runtime.send(conn.socket, "rate_success", frm=route.user_socket, op_id=frame.op_id)
             case f.Transfer(payload=p):
-                runtime.handle(ev.WaiterTransfer(conn.socket, p.uuid, p.waiter_id))
+                runtime.submit(ev.WaiterTransfer(conn.socket, p.uuid, p.waiter_id), frame.op_id)
             case f.Typing() | f.Read():
                 route = self._waiter_route(conn, frame)
                 runtime.send(

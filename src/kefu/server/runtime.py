@@ -19,6 +19,7 @@ import msgspec
 
 from kefu.core import commands as c
 from kefu.core import events as e
+from kefu.core.errors import CoreError, NotFound
 from kefu.core.switchboard import Status, Switchboard
 from kefu.ids import IdGenerator
 from kefu.protocol import codes
@@ -28,6 +29,8 @@ from kefu.settings import Settings
 from kefu.store.base import Account, Appended, NewMessage, Store
 
 log = logging.getLogger("kefu.runtime")
+
+_STATUS: dict[type[CoreError], int] = {NotFound: codes.NO_DATA}
 
 
 @dataclass(slots=True)
@@ -62,9 +65,9 @@ class Runtime:
         """Rebuild the switchboard from what the store holds (queue, open conversations)."""
         state = await self.store.load_open_state()
         for conv, user, waiter in state.conversations:
-            self.handle(e.ConversationRestored(conv.id, user, waiter, conv.opened))
+            self.submit(e.ConversationRestored(conv.id, user, waiter, conv.opened))
         for entry in state.queue:
-            self.handle(e.QueuedRestored(entry.user, entry.queued_at))
+            self.submit(e.QueuedRestored(entry.user, entry.queued_at))
         if state.queue or state.conversations:
             log.warning(
                 "restored %d queued users and %d open conversations",
@@ -79,9 +82,18 @@ class Runtime:
         for conn in self.connections:
             conn.close(codes.CLOSE_RESTART)
 
-    def handle(self, event: e.Event) -> None:
-        """Apply a lifecycle event; raises CoreError if the switchboard refuses it."""
-        self.execute(self.switchboard.handle(event, time.time()))
+    def submit(self, event: e.Event, op_id: str | None = None) -> None:
+        """Decide a lifecycle event; a refusal is answered to the socket that sent it.
+
+        One node decides in-process. A cluster node overrides this to send the
+        event to the leader, which runs the same switchboard.
+        """
+        try:
+            self.execute(self.switchboard.handle(event, time.time()))
+        except CoreError as exc:
+            origin = getattr(event, "socket", None)
+            if origin is not None:
+                self.error(origin, _STATUS.get(type(exc), codes.NO_PERMISSION), str(exc), op_id)
 
     def status(self) -> Status:
         return self.switchboard.status()
@@ -162,8 +174,8 @@ class Runtime:
             conn = self.connections.get(key[1])
             last_activity = conn.last_activity if conn is not None else None
         try:
-            self.handle(e.TimerFired(key, last_activity))
-        except Exception:
+            self.submit(e.TimerFired(key, last_activity))
+        except Exception:  # a bug must not kill the event loop's timer callback
             log.exception("timer %s failed", key[0])
 
     # -- the message path ------------------------------------------------------

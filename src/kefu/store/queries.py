@@ -5,7 +5,8 @@ Every function takes a synchronous `Connection` and returns the dataclasses of
 same functions with `AsyncConnection.run_sync`. Nothing here is on the message
 hot path, which goes through the group-commit writer instead.
 
-Limits: `limit` arguments are clamped to 1..`MAX_LIMIT`. Profiles of
+Limits: `history` and `sessions` clamp `limit` to 1..`MAX_LIMIT` (1000);
+`messages_after` takes any `limit` of at least 1. Profiles of
 accounts that do not exist (messages have no foreign key on sender and
 receiver) come back as `Profile(id, username=id)`.
 """

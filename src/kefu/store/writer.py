@@ -261,6 +261,8 @@ class ThreadWriter:
             await ready
         except BaseException:
             self._closed = True
+            # if we were cancelled the thread may be running: let it end and close
+            self._queue.put(_Marker(loop.create_future(), stop=True))
             raise
 
     def append(self, message: NewMessage, done: AppendDone) -> None:

@@ -1,0 +1,1 @@
+"""Cross-node delivery behind one `Broker` protocol; see `base.py`."""

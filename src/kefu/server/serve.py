@@ -1,0 +1,33 @@
+"""How kefu runs an ASGI app: uvicorn with uvloop and httptools, compression off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+from kefu.settings import Settings
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """The server settings every kefu endpoint runs with (also used by the conformance tests)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def run(app: Any, settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; on SIGTERM sockets are closed with 1012."""
+    uvicorn.Server(uvicorn_config(app, settings)).run()

@@ -247,6 +247,26 @@ class Client:
             ) from None
         raise AssertionError(f"[{self.label}] expected no frame within {within}s, got {raw!r}")
 
+    async def drain(self, allowed: tuple[str, ...], within: float = 0.3) -> list[dict[str, Any]]:
+        """Read frames until none arrives for `within` s; each must have a type in `allowed`."""
+        frames = []
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), within)
+            except TimeoutError:
+                return frames
+            except ConnectionClosed as exc:
+                raise AssertionError(
+                    f"[{self.label}] socket closed (code {close_code(exc)}) while draining"
+                ) from None
+            frame = json.loads(raw)
+            self.log.append(("recv", frame))
+            self._check_envelope(frame)
+            assert frame["type"] in allowed, (
+                f"[{self.label}] only {allowed} expected here, got {frame!r}"
+            )
+            frames.append(frame)
+
     async def expect_closed(self, code: int | None = None, timeout: float = 5.0) -> int | None:
         """The socket must close (with `code`, if given) before any further frame arrives."""
         try:

@@ -118,7 +118,8 @@ class Switchboard:
         matchers: dict[str, list[str]] = {}
         for w in self._waiters.values():
             if w.socket is not None:
-                matchers[w.socket] = [self._users[u].last_socket for u in w.users]
+                sockets = (self._users[u].last_socket for u in w.users)
+                matchers[w.socket] = [s for s in sockets if s]
         online_users = sum(1 for role, _ in self._sockets.values() if role is Role.USER)
         return Status(
             online_waiter_num=len(matchers),
@@ -158,7 +159,7 @@ class Switchboard:
 
     def _attach_user(self, user: _User, socket: str) -> None:
         """Move the user's queue place or conversation to `socket` and tell both sides."""
-        previous = user.last_socket
+        previous = user.last_socket or None
         if user.socket is None:
             self._emit(c.CancelTimer(("grace", "user:" + user.profile.id)))
         user.socket = socket
@@ -240,7 +241,7 @@ class Switchboard:
             self._emit(c.Send(old, "kickout"), c.Close(old, CLOSE_KICKOUT))
         else:
             self._emit(c.CancelTimer(("grace", "waiter:" + ev.profile.id)))
-        previous = waiter.last_socket
+        previous = waiter.last_socket or None
         waiter.socket = ev.socket
         waiter.last_socket = ev.socket
         for uid in waiter.users:
@@ -248,6 +249,8 @@ class Switchboard:
             conv = user.conversation
             assert conv is not None
             self._emit(_route(conv, user, waiter))
+            if not user.last_socket:
+                continue  # restored from storage, not back yet: announced when it returns
             if user.socket is not None:
                 self._send_connect_success(user, waiter)
             self._emit(

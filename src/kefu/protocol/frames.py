@@ -183,7 +183,7 @@ def decode(decoder: msgspec.json.Decoder[Any], raw: bytes | str) -> Frame:
         frame: Frame = decoder.decode(raw)
         return frame
     except msgspec.ValidationError as exc:
-        data = _loose(raw)
+        data = loose(raw)
         message = str(exc)
         if message.startswith("Invalid value") and message.endswith("at `$.type`"):
             message = f"unknown type {data.get('type')!r}" if isinstance(data, dict) else message
@@ -194,7 +194,8 @@ def decode(decoder: msgspec.json.Decoder[Any], raw: bytes | str) -> Frame:
         raise FrameError(f"invalid JSON: {exc}") from None
 
 
-def _loose(raw: bytes | str) -> Any:
+def loose(raw: bytes | str) -> Any:
+    """Any JSON value, or None: for error replies only."""
     try:
         return _any_decoder.decode(raw)
     except msgspec.DecodeError:

@@ -85,7 +85,7 @@ class Gateway:
                 return
             now = time.time()
             conn.last_activity = now
-            if not self._within_rate(conn, now):
+            if not self._within_rate(conn, now, raw):
                 continue
             try:
                 frame = f.decode(decoder, raw)
@@ -94,7 +94,7 @@ class Gateway:
                 continue
             await self._dispatch(conn, frame)
 
-    def _within_rate(self, conn: Connection, now: float) -> bool:
+    def _within_rate(self, conn: Connection, now: float, raw: str | bytes) -> bool:
         """Token bucket per socket; sustained abuse closes the socket (1008)."""
         settings = self.settings
         conn.tokens = min(
@@ -109,7 +109,8 @@ class Gateway:
         if conn.strikes > settings.rate_burst:
             conn.close(codes.CLOSE_POLICY)
         else:
-            self._error(conn, codes.INVALID_PARAMS, "rate limited", None)
+            op_id = f.op_id_of(f.loose(raw))  # the refusal is a direct reply: echo op_id
+            self._error(conn, codes.INVALID_PARAMS, "rate limited", op_id)
         return False
 
     def _auth_timeout(self, conn: Connection) -> None:
@@ -160,9 +161,9 @@ class Gateway:
             conn.socket, "auth_success", payload=profile.as_payload(), op_id=frame.op_id
         )
         if conn.side == "user":
-            self.runtime.submit(ev.UserAuthed(conn.socket, profile), frame.op_id)
+            self.runtime.submit(ev.UserAuthed(conn.socket, profile))
         else:
-            self.runtime.submit(ev.WaiterAuthed(conn.socket, profile), frame.op_id)
+            self.runtime.submit(ev.WaiterAuthed(conn.socket, profile))
         if frame.payload.last_id is not None:
             await self.history.replay(conn, frame.payload.last_id)
 

@@ -88,22 +88,30 @@ class Runtime:
         One node decides in-process. A cluster node overrides this to send the
         event to the leader, which runs the same switchboard.
         """
+        origin = getattr(event, "socket", None)
         try:
-            self.execute(self.switchboard.handle(event, time.time()))
+            commands = self.switchboard.handle(event, time.time())
         except CoreError as exc:
-            origin = getattr(event, "socket", None)
             if origin is not None:
                 self.error(origin, _STATUS.get(type(exc), codes.NO_PERMISSION), str(exc), op_id)
+            return
+        self.execute(commands, (origin, op_id) if op_id is not None else None)
 
     def status(self) -> Status:
         return self.switchboard.status()
 
     # -- commands ------------------------------------------------------------
-    def execute(self, commands: list[c.Command]) -> None:
+    def execute(
+        self, commands: list[c.Command], reply: tuple[str | None, str] | None = None
+    ) -> None:
+        """Carry out commands in order; the first frame to `reply[0]` echoes op_id `reply[1]`."""
         for cmd in commands:
             match cmd:
                 case c.Send(socket, type_, frm, payload):
-                    self.send(socket, type_, frm=frm, payload=payload)
+                    op_id = None
+                    if reply is not None and socket == reply[0]:
+                        op_id, reply = reply[1], None
+                    self.send(socket, type_, frm=frm, payload=payload, op_id=op_id)
                 case c.Close(socket, code):
                     conn = self.connections.get(socket)
                     if conn is not None:

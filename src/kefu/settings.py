@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     max_auth_failures: int = Field(default=5, ge=1)
     send_queue_size: int = Field(default=1024, ge=1)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
+
+    # -- cluster (with KEFU_BROKER_URL); see docs/cluster.md
+    broker_prefix: str = "kefu:"  # Redis key prefix: one per deployment sharing a Redis
+    lease_ttl: float = Field(default=5.0, gt=0)  # leader lease; failover takes about this long
+    node_ttl: float = Field(default=5.0, gt=0)  # heartbeat TTL: a silent node is dropped after it
+    event_stream_maxlen: int = Field(default=100_000, ge=100)  # lifecycle events kept in Redis
     log_level: str = "warning"
 
     def signing_secret(self) -> str:

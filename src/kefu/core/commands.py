@@ -45,6 +45,7 @@ class OpenConversation:
     user_id: str
     waiter_id: str
     opened_at: float
+    queued_at: float | None = None  # the user's arrival: a restart requeues it in its place
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ class ConversationRestored:
     user: Profile
     waiter: Profile
     opened_at: float
+    queued_at: float | None = None  # the user's arrival; opened_at if unknown
 
 
 Event = (

@@ -52,8 +52,10 @@ class _User:
     socket: str | None  # the attached socket, None while detached
     last_socket: str  # for `from` fields after the socket is gone
     queued_at: float | None = None  # set while queued, kept while served (original arrival)
+    seq: int = 0  # arrival order among equal `queued_at`
     in_queue: bool = False
     conversation: _Conversation | None = None
+    sockets: list[str] = field(default_factory=list)  # authenticated sockets, oldest first
 
 
 @dataclass(slots=True)
@@ -94,7 +96,8 @@ class Switchboard:
         self._sockets: dict[str, tuple[Role, str]] = {}  # authenticated socket -> (role, account)
         self._users: dict[str, _User] = {}
         self._waiters: dict[str, _Waiter] = {}
-        self._queue: list[tuple[float, str]] = []  # (queued_at, user id), sorted
+        self._queue: list[tuple[float, int, str]] = []  # (queued_at, seq, user id), sorted
+        self._seq = 0
         self._announced: dict[str, int] = {}  # user id -> last location sent
         self._idle_warned: dict[str, float] = {}  # user socket -> when `idle` was sent
         self._out: list[c.Command] = []
@@ -130,7 +133,7 @@ class Switchboard:
 
     def queue(self) -> list[str]:
         """User ids in queue order."""
-        return [uid for _, uid in self._queue]
+        return [uid for _, _, uid in self._queue]
 
     def conversations(self) -> dict[str, tuple[str, str]]:
         """Open conversations: id -> (user id, waiter id)."""
@@ -152,9 +155,11 @@ class Switchboard:
         self._emit(c.StartTimer(("idle", ev.socket), self._now + self.idle_timeout))
         user = self._users.get(ev.profile.id)
         if user is None:
-            self._users[ev.profile.id] = _User(ev.profile, ev.socket, ev.socket)
+            user = _User(ev.profile, ev.socket, ev.socket, sockets=[ev.socket])
+            self._users[ev.profile.id] = user
             return
         user.profile = ev.profile
+        user.sockets.append(ev.socket)
         self._attach_user(user, ev.socket)
 
     def _attach_user(self, user: _User, socket: str) -> None:
@@ -196,6 +201,7 @@ class Switchboard:
             self._send_location(user, self._location(user.profile.id))
             return
         user.queued_at = self._now
+        user.seq = self._next_seq()
         self._enqueue(user)
         self._emit(c.Enqueue(user.profile.id, self._now))
         self._assign()
@@ -313,8 +319,12 @@ class Switchboard:
             self._idle_warned.pop(ev.socket, None)
             self._emit(c.CancelTimer(("idle", ev.socket)))
             user = self._users[account]
+            user.sockets.remove(ev.socket)
             if user.socket != ev.socket:
                 return  # an older socket of this user; the newest one holds the state
+            if user.sockets:
+                self._attach_user(user, user.sockets[-1])
+                return
             user.socket = None
             if not user.in_queue and user.conversation is None:
                 del self._users[account]
@@ -385,6 +395,7 @@ class Switchboard:
     def _queued_restored(self, ev: e.QueuedRestored) -> None:
         user = self._restored_user(ev.profile)
         user.queued_at = ev.queued_at
+        user.seq = self._next_seq()
         self._enqueue(user)
 
     def _conversation_restored(self, ev: e.ConversationRestored) -> None:
@@ -395,7 +406,8 @@ class Switchboard:
             self._waiters[ev.waiter.id] = waiter
             grace_at = self._now + self.resume_grace
             self._emit(c.StartTimer(("grace", "waiter:" + ev.waiter.id), grace_at))
-        user.queued_at = ev.opened_at
+        user.queued_at = ev.queued_at if ev.queued_at is not None else ev.opened_at
+        user.seq = self._next_seq()
         conv = _Conversation(ev.conversation_id, ev.user.id, ev.waiter.id, ev.opened_at)
         user.conversation = conv
         waiter.users.append(ev.user.id)
@@ -409,7 +421,7 @@ class Switchboard:
     # -- the mechanics ----------------------------------------------------------
     def _assign(self) -> None:
         """Serve queued, attached users while some ready waiter has room."""
-        for _, uid in list(self._queue):
+        for _, _, uid in list(self._queue):
             user = self._users[uid]
             if user.socket is None:
                 continue
@@ -437,8 +449,9 @@ class Switchboard:
         user.conversation = conv
         waiter.users.append(user.profile.id)
         waiter.last_assigned = self._now
+        arrival = user.queued_at if user.queued_at is not None else self._now
         self._emit(
-            c.OpenConversation(conv.id, conv.user_id, conv.waiter_id, self._now),
+            c.OpenConversation(conv.id, conv.user_id, conv.waiter_id, self._now, arrival),
             _route(conv, user, waiter),
         )
         self._send_connect_success(user, waiter)
@@ -498,6 +511,7 @@ class Switchboard:
             )
             if user.queued_at is None:
                 user.queued_at = conv.opened_at
+                user.seq = self._next_seq()
             self._enqueue(user)
             self._emit(c.Enqueue(uid, user.queued_at))
         self._announce_queue()
@@ -506,25 +520,29 @@ class Switchboard:
 
     def _enqueue(self, user: _User) -> None:
         assert user.queued_at is not None
-        bisect.insort(self._queue, (user.queued_at, user.profile.id))
+        bisect.insort(self._queue, (user.queued_at, user.seq, user.profile.id))
         user.in_queue = True
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _dequeue(self, user: _User) -> None:
         assert user.queued_at is not None
-        self._queue.remove((user.queued_at, user.profile.id))
+        self._queue.remove((user.queued_at, user.seq, user.profile.id))
         user.in_queue = False
         self._announced.pop(user.profile.id, None)
         self._emit(c.Dequeue(user.profile.id))
 
     def _location(self, user_id: str) -> int:
-        for i, (_, uid) in enumerate(self._queue):
+        for i, (_, _, uid) in enumerate(self._queue):
             if uid == user_id:
                 return i
         raise NotFound(f"user {user_id!r} is not queued")
 
     def _announce_queue(self) -> None:
         """Send `connect_queue` to every attached queued user whose place changed."""
-        for i, (_, uid) in enumerate(self._queue):
+        for i, (_, _, uid) in enumerate(self._queue):
             user = self._users[uid]
             if user.socket is not None and self._announced.get(uid) != i:
                 self._send_location(user, i)

@@ -65,7 +65,7 @@ class Runtime:
         """Rebuild the switchboard from what the store holds (queue, open conversations)."""
         state = await self.store.load_open_state()
         for conv, user, waiter in state.conversations:
-            self.submit(e.ConversationRestored(conv.id, user, waiter, conv.opened))
+            self.submit(e.ConversationRestored(conv.id, user, waiter, conv.opened, conv.queued))
         for entry in state.queue:
             self.submit(e.QueuedRestored(entry.user, entry.queued_at))
         if state.queue or state.conversations:

@@ -113,6 +113,7 @@ class Conversation:
     closed: float | None = None
     close_reason: str | None = None
     rate: int | None = None
+    queued: float | None = None  # when the user first queued (its place if requeued)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ def _account(row: RowMapping | None) -> Account | None:
 
 def _conversation(row: RowMapping, prefix: str = "c_") -> Conversation:
     closed = row[f"{prefix}closed_at"]
+    queued = row[f"{prefix}queued_at"]
     return Conversation(
         id=row[f"{prefix}id"],
         user_id=row[f"{prefix}user_id"],
@@ -87,6 +88,7 @@ def _conversation(row: RowMapping, prefix: str = "c_") -> Conversation:
         closed=None if closed is None else from_us(closed),
         close_reason=row[f"{prefix}close_reason"],
         rate=row[f"{prefix}rate"],
+        queued=None if queued is None else from_us(queued),
     )
 
 

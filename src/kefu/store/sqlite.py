@@ -69,7 +69,8 @@ _ENQUEUE = (
 )
 _DEQUEUE = "DELETE FROM queue_entries WHERE user_id = ?"
 _OPEN = (
-    "INSERT INTO conversations (id, user_id, waiter_id, opened_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO conversations (id, user_id, waiter_id, opened_at, queued_at)"
+    " VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO NOTHING"
 )
 _CLOSE = (
@@ -230,7 +231,9 @@ class SqliteBackend:
 
     def _open(self, r: OpenConversation) -> None:
         assert self._cur is not None
-        self._cur.execute(_OPEN, (r.conversation_id, r.user_id, r.waiter_id, to_us(r.opened_at)))
+        queued = None if r.queued_at is None else to_us(r.queued_at)
+        row = (r.conversation_id, r.user_id, r.waiter_id, to_us(r.opened_at), queued)
+        self._cur.execute(_OPEN, row)
 
     def _close(self, r: CloseConversation) -> None:
         assert self._cur is not None

@@ -59,6 +59,7 @@ conversations = Table(
     Column("user_id", String(64), ForeignKey("accounts.id"), nullable=False),
     Column("waiter_id", String(64), ForeignKey("accounts.id"), nullable=False),
     Column("opened_at", BigInteger, nullable=False),
+    Column("queued_at", BigInteger, nullable=True),  # the user's arrival: its place if requeued
     Column("closed_at", BigInteger, nullable=True),
     Column("close_reason", String(32), nullable=True),
     Column("rate", SmallInteger, nullable=True),

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(64), nullable=False),
         sa.Column("waiter_id", sa.String(64), nullable=False),
         sa.Column("opened_at", sa.BigInteger(), nullable=False),
+        sa.Column("queued_at", sa.BigInteger(), nullable=True),
         sa.Column("closed_at", sa.BigInteger(), nullable=True),
         sa.Column("close_reason", sa.String(32), nullable=True),
         sa.Column("rate", sa.SmallInteger(), nullable=True),

@@ -245,7 +245,7 @@ function onFrame(f) {
       acked(f);
       break;
     case "message_history":
-      history(f.payload || {});
+      onHistory(f.payload || {});
       break;
     case "session_history":
       renderSessions(f.payload || {});
@@ -498,7 +498,7 @@ function requestHistory(userId) {
   if (state.socket) state.socket.send({ type: "get_history", payload: { user_id: userId, limit: 100 } });
 }
 
-function history(p) {
+function onHistory(p) {
   const userId = p.user_id;
   const data = Array.isArray(p.data) ? p.data : [];
   const conv = state.convs.get(userId);

@@ -10,8 +10,10 @@ frame each socket saw) and checks after every step that those models and
 the switchboard agree, and that the rules of protocol sections 4-6 and 10
 hold.
 
-Each user has at most one open socket at a time here: a second tab of the
-same user trips SWITCHBOARD BUG 1 (see test_switchboard.py).
+A user may have several tabs (sockets) open at once; the newest, or the one
+that last sent `connect`, holds its place or conversation, and when it
+closes the newest remaining tab takes over. A waiter has one socket: a new
+login kicks the older one out.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kefu.core.commands import (
     CancelTimer,
@@ -58,18 +60,15 @@ from kefu.core.model import CloseReason, Profile
 from kefu.core.switchboard import Switchboard
 
 CAPACITY = 2
-IDLE_TIMEOUT = 40.0
+IDLE_TIMEOUT = 100.0
 IDLE_GRACE = 10.0
 USERS = [Profile(f"u{i}", f"user{i}") for i in range(6)]
 WAITERS = [Profile(f"w{i}", f"waiter{i}", f"Waiter {i}") for i in range(3)]
 PROFILES = {p.id: p for p in USERS + WAITERS}
 
-users = st.sampled_from(USERS)
-waiters = st.sampled_from(WAITERS)
-
 SETTINGS = settings(
     max_examples=200,
-    stateful_step_count=50,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -86,7 +85,8 @@ class DeskMachine(RuleBasedStateMachine):
         self.sb = self._new_board()
         # the transport
         self.live: dict[str, tuple[str, str]] = {}  # open authenticated socket -> (role, account)
-        self.user_socket: dict[str, str] = {}  # user id -> its open socket
+        self.tabs: dict[str, list[str]] = {}  # user id -> its open sockets, oldest first
+        self.user_socket: dict[str, str] = {}  # user id -> the open socket holding its state
         self.waiter_socket: dict[str, str] = {}  # waiter id -> its open socket
         self.user_last_socket: dict[str, str] = {}  # user id -> last socket (open or not)
         self.activity: dict[str, float] = {}  # socket -> when it last sent a frame
@@ -94,7 +94,7 @@ class DeskMachine(RuleBasedStateMachine):
         self.ready: set[str] = set()  # waiter ids that said `ready` (and were not forgotten)
         # the "database"
         self.db_queue: dict[str, float] = {}  # user id -> queued_at
-        self.db_convs: dict[str, tuple[str, str, float]] = {}  # id -> (user, waiter, opened_at)
+        self.db_convs: dict[str, OpenConversation] = {}
         self.arrival: dict[str, float] = {}  # user id -> first arrival of its current stay
         # what the message path and the clients were told
         self.routes: dict[str, Route] = {}
@@ -150,26 +150,38 @@ class DeskMachine(RuleBasedStateMachine):
         socket = f"{'us' if role == 'user' else 'ws'}{next(self.socket_ids)}"
         self.live[socket] = (role, account)
         if role == "user":
-            self.user_socket[account] = socket
-            self.user_last_socket[account] = socket
+            self.tabs.setdefault(account, []).append(socket)
+            self.attach(account, socket)
         else:
             self.waiter_socket[account] = socket
         return socket
 
+    def attach(self, uid: str, socket: str) -> None:
+        self.user_socket[uid] = socket
+        self.user_last_socket[uid] = socket
+
     def drop_socket(self, socket: str) -> None:
         role, account = self.live.pop(socket)
-        sockets = self.user_socket if role == "user" else self.waiter_socket
-        if sockets.get(account) == socket:
-            del sockets[account]
+        if role == "user":
+            tabs = self.tabs[account]
+            tabs.remove(socket)
+            if self.user_socket[account] == socket:
+                del self.user_socket[account]
+                if tabs:  # the newest remaining tab takes over
+                    self.attach(account, tabs[-1])
+            if not tabs:
+                del self.tabs[account]
+        elif self.waiter_socket.get(account) == socket:
+            del self.waiter_socket[account]
         self.location.pop(socket, None)
         self.partner.pop(socket, None)
         self.activity.pop(socket, None)
 
     def served_users(self) -> dict[str, str]:
-        return {u: w for u, w, _ in self.db_convs.values()}
+        return {x.user_id: x.waiter_id for x in self.db_convs.values()}
 
     def loads(self) -> Counter[str]:
-        return Counter(w for _, w, _ in self.db_convs.values())
+        return Counter(x.waiter_id for x in self.db_convs.values())
 
     # -- the command interpreter ------------------------------------------------
     def apply(self, event: Event, out: list[Command]) -> list[tuple[str, str]]:
@@ -205,10 +217,8 @@ class DeskMachine(RuleBasedStateMachine):
                 if isinstance(event, UserConnect):  # a fresh arrival
                     assert cmd.queued_at == self.now
                     self.arrival[uid] = cmd.queued_at
-                elif uid in self.arrival:  # back from a waiter that left: original arrival
+                else:  # back from a waiter that left: with its original arrival
                     assert cmd.queued_at == self.arrival[uid], f"{cmd} lost the arrival"
-                else:  # arrival unknown since a restart (BUG 3)
-                    self.arrival[uid] = cmd.queued_at
                 self.db_queue[uid] = cmd.queued_at
             elif isinstance(cmd, Dequeue):
                 uid = cmd.user_id
@@ -235,7 +245,8 @@ class DeskMachine(RuleBasedStateMachine):
                 else:
                     assert isinstance(event, WaiterTransfer) and transfers == 0
                     transfers += 1
-                self.db_convs[cmd.conversation_id] = (uid, wid, cmd.opened_at)
+                assert cmd.queued_at == self.arrival[uid], f"{cmd} lost the arrival"
+                self.db_convs[cmd.conversation_id] = cmd
             elif isinstance(cmd, CloseConversation):
                 assert cmd.conversation_id in self.db_convs, f"{cmd}: not open"
                 assert cmd.closed_at == self.now
@@ -244,8 +255,8 @@ class DeskMachine(RuleBasedStateMachine):
                 del self.db_convs[cmd.conversation_id]
             elif isinstance(cmd, Route):
                 assert cmd.conversation_id in self.db_convs
-                uid, wid, _ = self.db_convs[cmd.conversation_id]
-                assert (cmd.user_id, cmd.waiter_id) == (uid, wid)
+                conv = self.db_convs[cmd.conversation_id]
+                assert (cmd.user_id, cmd.waiter_id) == (conv.user_id, conv.waiter_id)
                 self.routes[cmd.conversation_id] = cmd
             elif isinstance(cmd, Unroute):
                 assert cmd.conversation_id not in self.db_convs
@@ -261,50 +272,92 @@ class DeskMachine(RuleBasedStateMachine):
         return closed
 
     def queue_order(self) -> list[str]:
+        """The queue as SQL orders it. Every frame has its own instant here, so no two
+        arrivals tie and the tie-break (seq in the store) never matters."""
         return sorted(self.db_queue, key=lambda u: (self.db_queue[u], u))
 
     # -- users --------------------------------------------------------------------
-    @rule(user=users)
-    def user_auth(self, user: Profile) -> None:
-        if user.id in self.user_socket:
-            return  # one tab per user (a second one trips BUG 1)
+    def draw_user(self, data: st.DataObject, *, online: bool) -> Profile:
+        pool = [u for u in USERS if (u.id in self.tabs) == online]
+        return data.draw(st.sampled_from(pool), label="user")
+
+    def draw_tab(self, data: st.DataObject) -> tuple[Profile, str]:
+        """An online user and one of its tabs, mostly the one holding its state."""
+        user = self.draw_user(data, online=True)
+        tabs = st.sampled_from(self.tabs[user.id])
+        return user, data.draw(st.just(self.user_socket[user.id]) | tabs, label="tab")
+
+    def away_users(self) -> bool:
+        return len(self.tabs) < len(USERS)
+
+    def online_users(self) -> bool:
+        return bool(self.tabs)
+
+    def auth_user(self, user: Profile) -> str:
         self.tick()
         socket = self.open_socket("user", user.id)
         out = self.fire(UserAuthed(socket, user), sender=socket)
         assert isinstance(out, list)
         assert out[0] == StartTimer(("idle", socket), self.now + IDLE_TIMEOUT)
+        return socket
 
-    @rule(user=users)
-    def user_connect(self, user: Profile) -> None:
-        socket = self.user_socket.get(user.id)
-        if socket is None:
-            return
+    def connect_user(self, user: Profile, socket: str) -> None:
         self.tick()
+        self.attach(user.id, socket)  # the tab that says `connect` holds the state
         assert isinstance(self.fire(UserConnect(socket), sender=socket), list)
         assert user.id in self.db_queue or user.id in self.served_users()
 
-    @rule(user=users)
-    def user_disconnect(self, user: Profile) -> None:
-        socket = self.user_socket.get(user.id)
-        if socket is None:
-            return
+    @precondition(away_users)
+    @rule(data=st.data())
+    def user_auth(self, data: st.DataObject) -> None:
+        self.auth_user(self.draw_user(data, online=False))
+
+    @precondition(away_users)
+    @rule(data=st.data())
+    def user_arrives(self, data: st.DataObject) -> None:
+        """auth then connect, the usual opening."""
+        user = self.draw_user(data, online=False)
+        self.connect_user(user, self.auth_user(user))
+
+    @precondition(online_users)
+    @rule(data=st.data())
+    def user_second_tab(self, data: st.DataObject) -> None:
+        """The user opens another tab (up to 3); the newest holds its place or conversation."""
+        user = self.draw_user(data, online=True)
+        if len(self.tabs[user.id]) < 3:
+            self.auth_user(user)
+
+    @precondition(online_users)
+    @rule(data=st.data())
+    def user_connect(self, data: st.DataObject) -> None:
+        self.connect_user(*self.draw_tab(data))
+
+    @precondition(online_users)
+    @rule(data=st.data())
+    def user_disconnect(self, data: st.DataObject) -> None:
+        user, socket = self.draw_tab(data)
+        holder = self.user_socket[user.id]
         self.tick()
         waiter = self.served_users().get(user.id)
         out = self.fire(UserDisconnect(socket), sender=socket)
         assert isinstance(out, list)
         assert user.id not in self.db_queue and user.id not in self.served_users()
-        told = [x for x in out if isinstance(x, Send) and x.socket == socket]
+        told = [x for x in out if isinstance(x, Send) and x.socket in self.tabs[user.id]]
         assert [x.type for x in told] == ["disconnected"]
         if waiter is None:
-            assert told[0].frm is None
-        elif waiter in self.waiter_socket:
-            assert told[0].frm == self.waiter_socket[waiter]
+            assert told[0] == Send(socket, "disconnected")
+        else:  # the conversation ends for the tab that holds it
+            assert told[0].socket == holder
+            if waiter in self.waiter_socket:
+                assert told[0].frm == self.waiter_socket[waiter]
 
-    @rule(user=users, rate=st.integers(1, 5))
-    def user_rate(self, user: Profile, rate: int) -> None:
-        socket = self.user_socket.get(user.id)
-        if socket is None:
-            return
+    @precondition(online_users)
+    @rule(data=st.data(), rate=st.integers(1, 5))
+    def user_rate(self, data: st.DataObject, rate: int) -> None:
+        served = [PROFILES[u] for u in sorted(self.served_users()) if u in self.tabs]
+        pool = st.sampled_from(served) if served else st.nothing()
+        user = data.draw(pool | st.sampled_from([PROFILES[u] for u in sorted(self.tabs)]))
+        socket = data.draw(st.sampled_from(self.tabs[user.id]), label="tab")
         self.tick()
         waiter = self.served_users().get(user.id)
         out = self.fire(UserRate(socket, rate), sender=socket)
@@ -322,43 +375,61 @@ class DeskMachine(RuleBasedStateMachine):
         closes = [x for x in out if isinstance(x, CloseConversation)]
         assert closes[:1] and closes[0].reason is CloseReason.RATED and closes[0].rate == rate
 
-    @rule(user=users)
-    def user_message(self, user: Profile) -> None:
+    @precondition(online_users)
+    @rule(data=st.data())
+    def user_message(self, data: st.DataObject) -> None:
         """A chat frame: the switchboard does not see it, the idle clock does."""
-        socket = self.user_socket.get(user.id)
-        if socket is not None:
-            self.tick()
-            self.activity[socket] = self.now
+        _, socket = self.draw_tab(data)
+        self.tick()
+        self.activity[socket] = self.now
 
     # -- waiters ------------------------------------------------------------------
-    @rule(waiter=waiters)
-    def waiter_auth(self, waiter: Profile) -> None:
+    def online_waiters(self) -> bool:
+        return bool(self.waiter_socket)
+
+    def draw_online_waiter(self, data: st.DataObject) -> tuple[Profile, str]:
+        wid = data.draw(st.sampled_from(sorted(self.waiter_socket)), label="waiter")
+        return PROFILES[wid], self.waiter_socket[wid]
+
+    def draw_users_of(self, data: st.DataObject, waiter: Profile) -> Profile:
+        """Mostly one of the waiter's users, sometimes anyone (to be refused)."""
+        mine = sorted(u for u, w in self.served_users().items() if w == waiter.id)
+        pool = st.sampled_from([PROFILES[u] for u in mine]) if mine else st.nothing()
+        return data.draw(pool | st.sampled_from(USERS), label="user")
+
+    @rule(waiter=st.sampled_from(WAITERS), ready=st.sampled_from([True, True, False]))
+    def waiter_auth(self, waiter: Profile, ready: bool) -> None:
+        """Log in (kicking out an older socket of the same waiter), maybe say ready."""
         self.tick()
         old = self.waiter_socket.get(waiter.id)
         socket = self.open_socket("waiter", waiter.id)
         assert isinstance(self.fire(WaiterAuthed(socket, waiter), sender=socket), list)
         assert old is None or old not in self.live, "the older socket was not kicked out"
-
-    @rule(waiter=waiters)
-    def waiter_ready(self, waiter: Profile) -> None:
-        socket = self.waiter_socket.get(waiter.id)
-        if socket is not None:
+        if ready:
             self.tick()
             out = self.fire(WaiterReady(socket), sender=socket)
             assert isinstance(out, list) and out[0] == Send(socket, "ready")
 
-    @rule(waiter=waiters)
-    def waiter_unready(self, waiter: Profile) -> None:
-        socket = self.waiter_socket.get(waiter.id)
-        if socket is not None:
-            self.tick()
-            assert self.fire(WaiterUnready(socket), sender=socket) == [Send(socket, "unready")]
+    @precondition(online_waiters)
+    @rule(data=st.data())
+    def waiter_ready(self, data: st.DataObject) -> None:
+        _, socket = self.draw_online_waiter(data)
+        self.tick()
+        out = self.fire(WaiterReady(socket), sender=socket)
+        assert isinstance(out, list) and out[0] == Send(socket, "ready")
 
-    @rule(waiter=waiters, user=users)
-    def waiter_end(self, waiter: Profile, user: Profile) -> None:
-        socket = self.waiter_socket.get(waiter.id)
-        if socket is None:
-            return
+    @precondition(online_waiters)
+    @rule(data=st.data())
+    def waiter_unready(self, data: st.DataObject) -> None:
+        _, socket = self.draw_online_waiter(data)
+        self.tick()
+        assert self.fire(WaiterUnready(socket), sender=socket) == [Send(socket, "unready")]
+
+    @precondition(online_waiters)
+    @rule(data=st.data())
+    def waiter_end(self, data: st.DataObject) -> None:
+        waiter, socket = self.draw_online_waiter(data)
+        user = self.draw_users_of(data, waiter)
         self.tick()
         target = self.user_last_socket.get(user.id, "no-such-socket")
         mine = self.served_users().get(user.id) == waiter.id and user.id in self.user_last_socket
@@ -370,11 +441,18 @@ class DeskMachine(RuleBasedStateMachine):
         assert user.id not in self.served_users()
         assert Send(socket, "disconnected", target) in out
 
-    @rule(waiter=waiters, user=users, to=waiters)
-    def waiter_transfer(self, waiter: Profile, user: Profile, to: Profile) -> None:
-        socket = self.waiter_socket.get(waiter.id)
-        if socket is None:
-            return
+    @precondition(online_waiters)
+    @rule(data=st.data())
+    def waiter_transfer(self, data: st.DataObject) -> None:
+        waiter, socket = self.draw_online_waiter(data)
+        user = self.draw_users_of(data, waiter)
+        takers = [
+            PROFILES[w]
+            for w in sorted(self.ready)
+            if w != waiter.id and w in self.waiter_socket and self.loads()[w] < CAPACITY
+        ]
+        pool = st.sampled_from(takers) if takers else st.nothing()
+        to = data.draw(pool | st.sampled_from(WAITERS), label="to")
         self.tick()
         target = self.user_last_socket.get(user.id, "no-such-socket")
         refusal: type[CoreError] | None = None
@@ -394,17 +472,14 @@ class DeskMachine(RuleBasedStateMachine):
     # -- sockets, time, restarts --------------------------------------------------
     @rule(data=st.data())
     def close_socket(self, data: st.DataObject) -> None:
-        if not self.live:
-            return
+        """Any open socket drops; "anon" is one that never authenticated."""
         self.tick()
-        socket = data.draw(st.sampled_from(sorted(self.live)))
+        socket = data.draw(st.sampled_from(["anon", *sorted(self.live)]), label="socket")
+        if socket == "anon":
+            assert self.fire(SocketClosed(f"anon{next(self.socket_ids)}")) == []
+            return
         self.drop_socket(socket)
         assert isinstance(self.fire(SocketClosed(socket)), list)
-
-    @rule()
-    def close_unauthenticated_socket(self) -> None:
-        self.tick()
-        assert self.fire(SocketClosed(f"anon{next(self.socket_ids)}")) == []
 
     @rule(seconds=st.integers(1, 60))
     def advance(self, seconds: int) -> None:
@@ -432,15 +507,19 @@ class DeskMachine(RuleBasedStateMachine):
         self.announced.clear()
         self.ready.clear()
         self.user_last_socket.clear()
-        for uid in self.served_users():
-            self.arrival.pop(uid, None)  # storage does not keep it (BUG 3)
         self.sb = self._new_board()
         restored: list[Event] = [
             QueuedRestored(PROFILES[uid], at) for uid, at in self.db_queue.items()
         ]
         restored += [
-            ConversationRestored(cid, PROFILES[uid], PROFILES[wid], opened_at)
-            for cid, (uid, wid, opened_at) in self.db_convs.items()
+            ConversationRestored(
+                x.conversation_id,
+                PROFILES[x.user_id],
+                PROFILES[x.waiter_id],
+                x.opened_at,
+                x.queued_at,
+            )
+            for x in self.db_convs.values()
         ]
         for event in data.draw(st.permutations(restored)):
             out = self.fire(event)
@@ -464,7 +543,9 @@ class DeskMachine(RuleBasedStateMachine):
     @invariant()
     def database_reproduces_the_switchboard(self) -> None:
         assert self.sb.queue() == self.queue_order()
-        assert self.sb.conversations() == {c: (u, w) for c, (u, w, _) in self.db_convs.items()}
+        assert self.sb.conversations() == {
+            x.conversation_id: (x.user_id, x.waiter_id) for x in self.db_convs.values()
+        }
 
     @invariant()
     def queue_is_in_arrival_order(self) -> None:
@@ -472,8 +553,7 @@ class DeskMachine(RuleBasedStateMachine):
         times = [self.db_queue[u] for u in queue]
         assert times == sorted(times)
         for uid in queue:
-            if uid in self.arrival:
-                assert self.db_queue[uid] == self.arrival[uid]
+            assert self.db_queue[uid] == self.arrival[uid]
 
     @invariant()
     def queued_users_know_their_place(self) -> None:
@@ -516,10 +596,11 @@ class DeskMachine(RuleBasedStateMachine):
         assert status.online_waiter_num == len(self.waiter_socket)
         assert set(status.matchers) == set(self.waiter_socket.values())
         for wid, ws in self.waiter_socket.items():
-            assert len(status.matchers[ws]) == load[wid]
-        for uid, wid in self.served_users().items():
-            if wid in self.waiter_socket and uid in self.user_socket:
-                assert self.user_socket[uid] in status.matchers[self.waiter_socket[wid]]
+            # each of its users by last known socket; one restored and not back has none
+            mine = [u for u, w in self.served_users().items() if w == wid]
+            assert len(mine) == load[wid]
+            known = [self.user_last_socket[u] for u in mine if u in self.user_last_socket]
+            assert sorted(status.matchers[ws]) == sorted(known)
 
     @invariant()
     def the_right_timers_are_running(self) -> None:

@@ -4,10 +4,9 @@ Each test replays a short script with explicit `now` values and a
 deterministic `new_id` (conversation ids "c1", "c2", ...), and compares the
 whole command list. Section numbers refer to /work/shared/protocol.md.
 
-Tests marked `xfail(strict=True)` with a reason starting "SWITCHBOARD BUG"
-document behaviour that contradicts the protocol; they are left failing on
-purpose (the fix belongs in src/kefu/core, not here) and turn into errors
-once the bug is fixed, so the marker gets removed.
+The tests at the end pin the fixes of bugs these tests found in the
+switchboard (a second tab of a user, equal arrival times, the arrival lost
+over a restart, an unknown socket named as '').
 """
 
 from __future__ import annotations
@@ -121,16 +120,17 @@ def served(
     ws: str,
     now: float,
     *,
+    arrived: float,
     socket: str | None = None,
     dequeue: bool = True,
 ) -> list[Command]:
-    """What assigning user n (on `us<n>` unless `socket`) to `waiter` on `ws` emits."""
+    """What assigning user n (on `us<n>` unless `socket`), who queued at `arrived`, emits."""
     u = user(n)
     s = socket or f"us{n}"
     head: list[Command] = [Dequeue(u.id)] if dequeue else []
     return [
         *head,
-        OpenConversation(conv, u.id, waiter.id, now),
+        OpenConversation(conv, u.id, waiter.id, now, arrived),
         Route(conv, u.id, s, waiter.id, ws),
         Send(s, "connect_success", ws, waiter.as_payload(uuid=ws)),
         Send(ws, "new_connection", s, u.as_payload(uuid=s)),
@@ -206,7 +206,7 @@ def test_waiter_auth_then_ready_acks_then_assigns_the_queued_user() -> None:
     assert sb.handle(WaiterReady("ws1"), 3.0) == [
         Send("ws1", "ready"),
         Dequeue("u1"),
-        OpenConversation("c1", "u1", "w1", 3.0),
+        OpenConversation("c1", "u1", "w1", 3.0, 1.0),
         Route("c1", "u1", "us1", "w1", "ws1"),
         Send(
             "us1",
@@ -244,7 +244,7 @@ def test_connect_with_a_ready_waiter_is_served_at_once() -> None:
     auth_user(sb, 1, 1.0)
     assert sb.handle(UserConnect("us1"), 2.0) == [
         Enqueue("u1", 2.0),
-        *served("c1", 1, W1, "ws1", 2.0),
+        *served("c1", 1, W1, "ws1", 2.0, arrived=2.0),
     ]
     # already connected: connect_success again, nothing else
     assert sb.handle(UserConnect("us1"), 3.0) == [
@@ -256,7 +256,10 @@ def test_connect_with_a_ready_waiter_is_served_at_once() -> None:
 def test_seven_users_one_waiter_of_capacity_one() -> None:
     sb = board(capacity=1)
     waiter_in(sb, W1, "ws1")
-    assert connect_user(sb, 1, 1.0) == [Enqueue("u1", 1.0), *served("c1", 1, W1, "ws1", 1.0)]
+    assert connect_user(sb, 1, 1.0) == [
+        Enqueue("u1", 1.0),
+        *served("c1", 1, W1, "ws1", 1.0, arrived=1.0),
+    ]
     for n in range(2, 8):
         # each newcomer gets its place; nobody ahead of it moved, so nobody else hears
         assert connect_user(sb, n, float(n)) == [
@@ -268,7 +271,7 @@ def test_seven_users_one_waiter_of_capacity_one() -> None:
     # the served user leaves: u2 is served, everyone behind moves up by one
     assert sb.handle(UserDisconnect("us1"), 10.0) == [
         *ended("c1", CloseReason.USER_LEFT, 10.0, "us1", "ws1"),
-        *served("c2", 2, W1, "ws1", 10.0),
+        *served("c2", 2, W1, "ws1", 10.0, arrived=2.0),
         location("us3", 0),
         location("us4", 1),
         location("us5", 2),
@@ -306,7 +309,7 @@ def test_user_disconnect_while_served_ends_the_conversation_for_both() -> None:
     # the user is still there and may connect again, as a new arrival
     assert sb.handle(UserConnect("us1"), 6.0) == [
         Enqueue("u1", 6.0),
-        *served("c2", 1, W1, "ws1", 6.0),
+        *served("c2", 1, W1, "ws1", 6.0, arrived=6.0),
     ]
 
 
@@ -360,8 +363,8 @@ def test_one_ready_takes_users_up_to_capacity_in_queue_order() -> None:
     sb.handle(WaiterAuthed("ws1", W1), 4.0)
     assert sb.handle(WaiterReady("ws1"), 5.0) == [
         Send("ws1", "ready"),
-        *served("c1", 1, W1, "ws1", 5.0),
-        *served("c2", 2, W1, "ws1", 5.0),
+        *served("c1", 1, W1, "ws1", 5.0, arrived=1.0),
+        *served("c2", 2, W1, "ws1", 5.0, arrived=2.0),
         location("us3", 0),
     ]
 
@@ -380,7 +383,7 @@ def test_unready_stops_assignment_but_conversations_go_on() -> None:
     assert sb.queue() == ["u2"]
     assert sb.handle(WaiterReady("ws1"), 5.0) == [
         Send("ws1", "ready"),
-        *served("c2", 2, W1, "ws1", 5.0),
+        *served("c2", 2, W1, "ws1", 5.0, arrived=3.0),
     ]
 
 
@@ -394,7 +397,7 @@ def test_waiter_ends_a_user_and_the_place_is_filled_from_the_queue() -> None:
     connect_user(sb, 2, 2.0)
     assert sb.handle(WaiterEnd("ws1", "us1"), 5.0) == [
         *ended("c1", CloseReason.WAITER_ENDED, 5.0, "us1", "ws1"),
-        *served("c2", 2, W1, "ws1", 5.0),
+        *served("c2", 2, W1, "ws1", 5.0, arrived=2.0),
     ]
     assert sb.conversations() == {"c2": ("u2", "w1")}
 
@@ -414,7 +417,7 @@ def test_waiter_may_not_end_another_waiters_user() -> None:
     # the rightful waiter still can
     assert sb.handle(WaiterEnd("ws2", "us2"), 6.0) == [
         *ended("c2", CloseReason.WAITER_ENDED, 6.0, "us2", "ws2"),
-        *served("c3", 3, W2, "ws2", 6.0),
+        *served("c3", 3, W2, "ws2", 6.0, arrived=4.0),
     ]
 
 
@@ -480,8 +483,8 @@ def test_waiter_socket_closed_without_grace_requeues_its_users_at_the_front() ->
     # another waiter becomes ready and takes them, in their original order
     assert sb.handle(WaiterReady("ws2"), 11.0) == [
         Send("ws2", "ready"),
-        *served("c3", 1, W2, "ws2", 11.0),
-        *served("c4", 2, W2, "ws2", 11.0),
+        *served("c3", 1, W2, "ws2", 11.0, arrived=1.0),
+        *served("c4", 2, W2, "ws2", 11.0, arrived=2.0),
         location("us3", 0),
     ]
 
@@ -501,8 +504,8 @@ def test_waiter_socket_closed_users_are_served_at_once_by_another_ready_waiter()
         Enqueue("u2", 2.0),
         location("us1", 0),
         location("us2", 1),
-        *served("c3", 1, W2, "ws2", 10.0),
-        *served("c4", 2, W2, "ws2", 10.0),
+        *served("c3", 1, W2, "ws2", 10.0, arrived=1.0),
+        *served("c4", 2, W2, "ws2", 10.0, arrived=2.0),
     ]
 
 
@@ -524,8 +527,8 @@ def test_requeued_users_keep_arrival_order_not_assignment_order() -> None:
         Enqueue("u1", 1.0),
         location("us1", 0),
         location("us2", 1),
-        *served("c4", 1, W1, "ws1", 10.0),
-        *served("c5", 2, W1, "ws1", 10.0),
+        *served("c4", 1, W1, "ws1", 10.0, arrived=1.0),
+        *served("c5", 2, W1, "ws1", 10.0, arrived=2.0),
     ]
 
 
@@ -601,7 +604,7 @@ def test_a_detached_queued_user_is_skipped_by_assignment_until_it_returns() -> N
     sb.handle(WaiterAuthed("ws1", W1), 4.0)
     assert sb.handle(WaiterReady("ws1"), 5.0) == [
         Send("ws1", "ready"),
-        *served("c1", 2, W1, "ws1", 5.0),
+        *served("c1", 2, W1, "ws1", 5.0, arrived=2.0),
     ]
     assert sb.queue() == ["u1"]
     # u1 returns while w1 has room: its kept place is announced, then it is served
@@ -609,7 +612,7 @@ def test_a_detached_queued_user_is_skipped_by_assignment_until_it_returns() -> N
         StartTimer(("idle", "us1b"), 606.0),
         CancelTimer(("grace", "user:u1")),
         location("us1b", 0),
-        *served("c2", 1, W1, "ws1", 6.0, socket="us1b"),
+        *served("c2", 1, W1, "ws1", 6.0, socket="us1b", arrived=1.0),
     ]
 
 
@@ -630,7 +633,7 @@ def test_user_grace_expiry_while_served_ends_the_conversation() -> None:
         CloseConversation("c1", CloseReason.USER_GONE, 70.0),
         Unroute("c1"),
         Send("ws1", "disconnected", "us1"),
-        *served("c2", 2, W1, "ws1", 70.0),
+        *served("c2", 2, W1, "ws1", 70.0, arrived=2.0),
     ]
     # forgotten: a later auth starts from scratch
     assert sb.handle(UserAuthed("us1c", user(1)), 80.0) == [StartTimer(("idle", "us1c"), 680.0)]
@@ -664,7 +667,7 @@ def test_user_socket_closed_without_grace_is_gone_at_once() -> None:
         CloseConversation("c1", CloseReason.USER_GONE, 5.0),
         Unroute("c1"),
         Send("ws1", "disconnected", "us1"),
-        *served("c2", 3, W1, "ws1", 5.0),
+        *served("c2", 3, W1, "ws1", 5.0, arrived=3.0),
     ]
 
 
@@ -738,8 +741,8 @@ def test_waiter_grace_expiry_requeues_its_users() -> None:
     assert sb.handle(WaiterAuthed("ws1c", W1), 80.0) == []
     assert sb.handle(WaiterReady("ws1c"), 81.0) == [
         Send("ws1c", "ready"),
-        *served("c3", 1, W1, "ws1c", 81.0),
-        *served("c4", 2, W1, "ws1c", 81.0),
+        *served("c3", 1, W1, "ws1c", 81.0, arrived=1.0),
+        *served("c4", 2, W1, "ws1c", 81.0, arrived=2.0),
         location("us3", 0),
     ]
 
@@ -832,7 +835,7 @@ def test_user_rates_and_ends_the_conversation() -> None:
         Send("us1", "rate_success", "ws1", {"rate": 4}),
         Send("ws1", "rate_user_success", "us1", {"rate": 4}),
         *ended("c1", CloseReason.RATED, 10.0, "us1", "ws1", rate=4),
-        *served("c2", 2, W1, "ws1", 10.0),
+        *served("c2", 2, W1, "ws1", 10.0, arrived=2.0),
     ]
     # nothing left to rate
     refused(sb, UserRate("us1", 5), 11.0, NotFound)
@@ -859,7 +862,7 @@ def test_transfer_to_a_ready_waiter_with_room() -> None:
         CloseConversation("c1", CloseReason.TRANSFERRED, 5.0),
         Unroute("c1"),
         Send("ws1", "disconnected", "us1"),
-        OpenConversation("c2", "u1", "w2", 5.0),
+        OpenConversation("c2", "u1", "w2", 5.0, 1.0),
         Route("c2", "u1", "us1", "w2", "ws2"),
         Send("us1", "connect_success", "ws2", W2.as_payload(uuid="ws2")),
         Send("ws2", "new_connection", "us1", user(1).as_payload(uuid="us1")),
@@ -949,23 +952,17 @@ def test_restored_conversation_comes_back_to_both_sides() -> None:
         Route("c7", "u1", "us1", "w1", None),
         Send("us1", "connect_success", None, W1.as_payload(uuid=None)),
     ]
-    out = sb.handle(WaiterAuthed("ws1", W1), 120.0)
-    assert out[:3] == [
+    assert sb.handle(WaiterAuthed("ws1", W1), 120.0) == [
         CancelTimer(("grace", "waiter:w1")),
         Route("c7", "u1", "us1", "w1", "ws1"),
         Send("us1", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
+        Send(
+            "ws1",
+            "new_connection",
+            "us1",
+            user(1).as_payload(uuid="us1", resumed=True, previous_uuid=None),
+        ),
     ]
-    # (previous_uuid is checked in test_no_empty_socket_uuid_leaks_after_a_restore)
-    assert len(out) == 4
-    new_connection = out[3]
-    assert isinstance(new_connection, Send)
-    assert (new_connection.socket, new_connection.type, new_connection.frm) == (
-        "ws1",
-        "new_connection",
-        "us1",
-    )
-    assert new_connection.payload["uuid"] == "us1"
-    assert new_connection.payload["resumed"] is True
     # a restored waiter is not ready until it says so
     assert sb.handle(WaiterReady("ws1"), 121.0) == [Send("ws1", "ready")]
     assert sb.status() == Status(1, 1, 0, {"ws1": ["us1"]})
@@ -999,35 +996,21 @@ def test_restored_user_that_never_returns_ends_its_conversation() -> None:
     assert sb.waiter_load() == {"w1": 0}
 
 
-# == switchboard bugs found by these tests (see the report) ==========================
+# == regressions: bugs these tests found, since fixed in src/kefu/core ==============
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason=(
-        "SWITCHBOARD BUG 1: a user with two sockets (10: up to 5 per account); the newer "
-        "closes with nothing kept, the account is deleted while the older socket is still "
-        "authenticated; that socket's close then raises KeyError"
-    ),
-)
-def test_bug1_older_socket_of_a_forgotten_user_closes_cleanly() -> None:
+def test_older_tab_of_a_user_closes_cleanly_after_the_newer_one() -> None:
+    """Formerly BUG 1: the account was dropped while an older socket was still open (KeyError)."""
     sb = board()
-    sb.handle(UserAuthed("s1", user(1)), 0.0)
-    sb.handle(UserAuthed("s2", user(1)), 1.0)
+    assert sb.handle(UserAuthed("s1", user(1)), 0.0) == [StartTimer(("idle", "s1"), 600.0)]
+    assert sb.handle(UserAuthed("s2", user(1)), 1.0) == [StartTimer(("idle", "s2"), 601.0)]
     assert sb.handle(SocketClosed("s2"), 2.0) == [CancelTimer(("idle", "s2"))]
     assert sb.handle(SocketClosed("s1"), 3.0) == [CancelTimer(("idle", "s1"))]
+    assert sb.status() == Status(0, 0, 0, {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason=(
-        "SWITCHBOARD BUG 1: same cause; `connect` on the older, still authenticated socket "
-        "raises KeyError (not even a CoreError) instead of queueing the user"
-    ),
-)
-def test_bug1_older_socket_of_a_forgotten_user_can_still_connect() -> None:
+def test_older_tab_can_still_connect_after_the_newer_one_closed() -> None:
+    """Formerly BUG 1: `connect` on the remaining socket raised KeyError."""
     sb = board()
     sb.handle(UserAuthed("s1", user(1)), 0.0)
     sb.handle(UserAuthed("s2", user(1)), 1.0)
@@ -1035,38 +1018,61 @@ def test_bug1_older_socket_of_a_forgotten_user_can_still_connect() -> None:
     assert sb.handle(UserConnect("s1"), 3.0) == [Enqueue("u1", 3.0), location("s1", 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason=(
-        "SWITCHBOARD BUG 1: same cause via the resume grace: the newer socket of a queued "
-        "user closes, the grace runs out and the account is deleted; the older socket's "
-        "idle check then raises KeyError"
-    ),
-)
-def test_bug1_idle_check_of_the_older_socket_after_the_grace_ran_out() -> None:
+def test_older_tab_inherits_the_queue_place_when_the_newer_one_closes() -> None:
+    """Formerly BUG 1 (via the grace): the account was dropped under the older socket."""
     sb = board(resume_grace=GRACE)
     sb.handle(UserAuthed("s1", user(1)), 0.0)
     sb.handle(UserAuthed("s2", user(1)), 1.0)
-    sb.handle(UserConnect("s2"), 2.0)
-    sb.handle(SocketClosed("s2"), 3.0)
-    sb.handle(TimerFired(("grace", "user:u1")), 63.0)
+    assert sb.handle(UserConnect("s2"), 2.0) == [Enqueue("u1", 2.0), location("s2", 0)]
+    # the place moves to the open tab at once: no grace needed
+    assert sb.handle(SocketClosed("s2"), 3.0) == [CancelTimer(("idle", "s2")), location("s1", 0)]
+    assert sb.handle(TimerFired(("grace", "user:u1")), 63.0) == []
+    assert sb.queue() == ["u1"]
     sb.handle(TimerFired(("idle", "s1"), last_activity=0.0), 600.0)  # warned
     assert sb.handle(TimerFired(("idle", "s1"), last_activity=0.0), 660.0) == [
+        Dequeue("u1"),
         Send("s1", "disconnected"),
         Close("s1", 1000),
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SWITCHBOARD BUG 2: the queue is sorted by (queued_at, user id), so two users who "
-        "connect at the same `now` are ordered by id, not arrival (6: one FIFO queue); the "
-        "earlier arrival is pushed from place 0 to place 1"
-    ),
-)
-def test_bug2_same_timestamp_arrivals_stay_first_in_first_out() -> None:
+def test_older_tab_inherits_the_conversation_when_the_newer_one_closes() -> None:
+    sb = board(resume_grace=GRACE)
+    waiter_in(sb, W1, "ws1")
+    sb.handle(UserAuthed("s1", user(1)), 0.0)
+    sb.handle(UserConnect("s1"), 1.0)
+    assert sb.handle(UserAuthed("s2", user(1)), 2.0) == [
+        StartTimer(("idle", "s2"), 602.0),
+        Route("c1", "u1", "s2", "w1", "ws1"),
+        Send("s2", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
+        Send(
+            "ws1",
+            "new_connection",
+            "s2",
+            user(1).as_payload(uuid="s2", resumed=True, previous_uuid="s1"),
+        ),
+    ]
+    assert sb.handle(SocketClosed("s2"), 3.0) == [
+        CancelTimer(("idle", "s2")),
+        Route("c1", "u1", "s1", "w1", "ws1"),
+        Send("s1", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
+        Send(
+            "ws1",
+            "new_connection",
+            "s1",
+            user(1).as_payload(uuid="s1", resumed=True, previous_uuid="s2"),
+        ),
+    ]
+    # the last tab goes: now the grace starts
+    assert sb.handle(SocketClosed("s1"), 4.0) == [
+        CancelTimer(("idle", "s1")),
+        StartTimer(("grace", "user:u1"), 64.0),
+    ]
+    assert sb.conversations() == {"c1": ("u1", "w1")}
+
+
+def test_same_timestamp_arrivals_stay_first_in_first_out() -> None:
+    """Formerly BUG 2: equal `queued_at` were ordered by user id, not arrival (6: FIFO)."""
     sb = board()
     sb.handle(UserAuthed("s-b", Profile("b", "bob")), 0.0)
     sb.handle(UserAuthed("s-a", Profile("a", "ann")), 0.0)
@@ -1075,19 +1081,13 @@ def test_bug2_same_timestamp_arrivals_stay_first_in_first_out() -> None:
     assert sb.queue() == ["b", "a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SWITCHBOARD BUG 3: a restart loses a served user's original arrival (storage has "
-        "only opened_at), so after a restart its waiter's users are requeued behind later "
-        "arrivals instead of at the front (6, 8, 10)"
-    ),
-)
-def test_bug3_restart_keeps_requeued_users_at_the_front() -> None:
+def test_restart_keeps_requeued_users_at_the_front() -> None:
+    """Formerly BUG 3: storage kept only opened_at, so after a restart a waiter's users were
+    requeued behind later arrivals (6, 8, 10). OpenConversation now carries the arrival."""
     # Before the restart: u2 arrived at 2, u4 at 4; u2 was served at 5.
     sb = board(capacity=1)
     db_queue: dict[str, float] = {}
-    db_convs: dict[str, tuple[str, str, float]] = {}
+    db_convs: dict[str, OpenConversation] = {}
 
     def run(event: Event, now: float) -> None:
         for cmd in sb.handle(event, now):
@@ -1096,7 +1096,7 @@ def test_bug3_restart_keeps_requeued_users_at_the_front() -> None:
             elif isinstance(cmd, Dequeue):
                 del db_queue[cmd.user_id]
             elif isinstance(cmd, OpenConversation):
-                db_convs[cmd.conversation_id] = (cmd.user_id, cmd.waiter_id, cmd.opened_at)
+                db_convs[cmd.conversation_id] = cmd
             elif isinstance(cmd, CloseConversation):
                 del db_convs[cmd.conversation_id]
 
@@ -1107,35 +1107,66 @@ def test_bug3_restart_keeps_requeued_users_at_the_front() -> None:
         run(UserConnect(f"us{n}"), t)
     run(UserDisconnect("us1"), 5.0)
     assert db_queue == {"u4": 4.0}
-    assert db_convs == {"c2": ("u2", "w1", 5.0)}
+    assert db_convs == {"c2": OpenConversation("c2", "u2", "w1", 5.0, 2.0)}
 
     # Without a restart, the waiter leaving puts u2 back ahead of u4 (tested above).
-    # After a restart, rebuilt from storage, the same should hold.
+    # After a restart, rebuilt from storage, the same holds.
     sb = board(capacity=1, resume_grace=GRACE)
     for uid, queued_at in db_queue.items():
         sb.handle(QueuedRestored(user(int(uid[1:])), queued_at), 100.0)
-    for cid, (uid, _, opened_at) in db_convs.items():
-        sb.handle(ConversationRestored(cid, user(int(uid[1:])), W1, opened_at), 100.0)
-    sb.handle(TimerFired(("grace", "waiter:w1")), 160.0)
+    for conv in db_convs.values():
+        restored = ConversationRestored(
+            conv.conversation_id, user(int(conv.user_id[1:])), W1, conv.opened_at, conv.queued_at
+        )
+        sb.handle(restored, 100.0)
+    assert sb.handle(TimerFired(("grace", "waiter:w1")), 160.0) == [
+        CloseConversation("c2", CloseReason.WAITER_GONE, 160.0),
+        Unroute("c2"),
+        Enqueue("u2", 2.0),
+    ]
     assert sb.queue() == ["u2", "u4"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SWITCHBOARD BUG 4 (minor): after a restore the unknown last socket is stored as '' "
-        "and leaks into frames as `from` '', payload uuid '' and previous_uuid '', and into "
-        "status matchers; elsewhere the switchboard maps '' to None (2: `from` only where "
-        "there is one)"
-    ),
-)
-def test_bug4_no_empty_socket_uuid_leaks_after_a_restore() -> None:
+def test_restored_conversation_without_an_arrival_falls_back_to_opened_at() -> None:
     sb = board(resume_grace=GRACE)
-    out: list[Command] = []
-    out += sb.handle(ConversationRestored("c7", user(1), W1, 2.0), 100.0)
-    out += sb.handle(WaiterAuthed("ws1", W1), 110.0)  # user not back yet
-    assert "" not in sb.status().matchers["ws1"]
-    out += sb.handle(UserAuthed("us1", user(1)), 120.0)
+    sb.handle(QueuedRestored(user(4), 4.0), 100.0)
+    sb.handle(ConversationRestored("c2", user(2), W1, 5.0), 100.0)
+    assert sb.handle(TimerFired(("grace", "waiter:w1")), 160.0) == [
+        CloseConversation("c2", CloseReason.WAITER_GONE, 160.0),
+        Unroute("c2"),
+        Enqueue("u2", 5.0),
+    ]
+    assert sb.queue() == ["u4", "u2"]
+
+
+def test_restore_never_names_a_socket_it_does_not_know() -> None:
+    """Formerly BUG 4: '' (no known socket) leaked as `from`, uuid and previous_uuid."""
+    sb = board(resume_grace=GRACE)
+    out = sb.handle(ConversationRestored("c7", user(1), W1, 2.0), 100.0)
+    # the waiter first: its user is not back, so there is nobody to announce yet
+    step = sb.handle(WaiterAuthed("ws1", W1), 110.0)
+    assert step == [
+        CancelTimer(("grace", "waiter:w1")),
+        Route("c7", "u1", None, "w1", "ws1"),
+    ]
+    out += step
+    assert sb.status() == Status(1, 0, 0, {"ws1": []})
+    # the user returns: now the waiter hears of it, with no previous socket to name
+    step = sb.handle(UserAuthed("us1", user(1)), 120.0)
+    assert step == [
+        StartTimer(("idle", "us1"), 720.0),
+        CancelTimer(("grace", "user:u1")),
+        Route("c7", "u1", "us1", "w1", "ws1"),
+        Send("us1", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
+        Send(
+            "ws1",
+            "new_connection",
+            "us1",
+            user(1).as_payload(uuid="us1", resumed=True, previous_uuid=None),
+        ),
+    ]
+    out += step
+    assert sb.status() == Status(1, 1, 0, {"ws1": ["us1"]})
     for cmd in out:
         if isinstance(cmd, Send):
             assert cmd.frm != "", cmd

@@ -21,10 +21,17 @@ class OutFrame(Struct, omit_defaults=True):
     payload: Any = None
 
 
+_last: tuple[float, str] = (0.0, "1970-01-01T00:00:00.000000Z")
+
+
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z"
-    )
+    """`ts` as RFC 3339 UTC with microseconds; the ack and the delivery of a message share one."""
+    global _last
+    if _last[0] == ts:
+        return _last[1]
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    _last = (ts, text)
+    return text
 
 
 def encode(

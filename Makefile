@@ -18,11 +18,19 @@ run: $(STAMP)
 	$(BIN)/kefu serve
 
 test: $(STAMP)
+	bash scripts/browser-deps.sh
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+# The benchmark (bench/README.md): its own venv for picows, Django Channels and
+# daphne; kefu itself runs from $(VENV). `make bench BENCH_ARGS=--quick` for ~2 min.
+bench: $(STAMP)
+	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/pip install -q -r bench/requirements.txt
+	bench/.venv/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ import {
   h,
   icon,
   maxId,
+  newOpId,
   parseDate,
   safeHttpUrl,
   shortStamp,
@@ -25,7 +26,12 @@ import { KefuSocket, wsUrl } from "./socket.js";
 const TOKEN_KEY = "kefu.console.token";
 const READY_KEY = "kefu.console.ready";
 const STATUS_EVERY = 3000;
-const STALE_AFTER = 4000;
+// After a reconnect the server re-announces every conversation it still has
+// (new_connection, resumed). One not re-announced quickly is a customer who has
+// not come back yet (after a server restart): held as "reconnecting". One still
+// missing after the resume grace (60 s by default) has ended.
+const AWAY_AFTER = 4000;
+const STALE_END_AFTER = 75000;
 const TYPING_SEND_EVERY = 3000;
 const TYPING_IDLE = 4000;
 const TYPING_SHOW_FOR = 7000;
@@ -41,6 +47,8 @@ const state = {
   convs: new Map(), // user id -> Conv
   byUuid: new Map(), // socket uuid (current or earlier) -> user id
   ops: new Map(), // op_id -> user id
+  historyFloors: new Map(), // get_history op_id -> oldest message id to merge (or null)
+  staleGen: 0,
   views: new Map(), // user id -> read-only history pane
   active: null, // user id, or "h:" + user id for a history view
   newestId: null,
@@ -191,7 +199,9 @@ function onState(s, info) {
     if (state.wantReady) state.socket.send({ type: "ready" });
     if (info.resumed) {
       for (const conv of state.convs.values()) if (!conv.ended) conv.stale = true;
-      setTimeout(endStale, STALE_AFTER);
+      const gen = ++state.staleGen;
+      setTimeout(() => gen === state.staleGen && markAway(), AWAY_AFTER);
+      setTimeout(() => gen === state.staleGen && endStale(), STALE_END_AFTER);
     }
   } else if (s === "connecting") {
     text.textContent = state.socket && state.socket.sessions ? "Reconnecting…" : "Connecting…";
@@ -245,7 +255,7 @@ function onFrame(f) {
       acked(f);
       break;
     case "message_history":
-      onHistory(f.payload || {});
+      onHistory(f.payload || {}, f.op_id);
       break;
     case "session_history":
       renderSessions(f.payload || {});
@@ -276,9 +286,6 @@ function onFrame(f) {
       if (conv && f.payload && f.payload.id) markSeen(conv, f.payload.id);
       break;
     }
-    case "kickout":
-      showKicked();
-      break;
     case "error":
       onError(f);
       break;
@@ -372,6 +379,10 @@ function newConnection(p) {
     if (p.resumed) requestHistory(p.id); // a reload: fetch what was said so far
   } else if (conv.ended) {
     reopen(conv);
+  } else if (p.resumed) {
+    // A reconnect: the server replays what came after our last id; the history
+    // fills any gap (dedupe by id), without pulling in earlier conversations.
+    requestHistory(p.id, oldestId(conv) || conv.floorId);
   }
   conv.user = { id: p.id, username: p.username, nickname: p.nickname, avatar: p.avatar };
   conv.stale = false;
@@ -391,7 +402,7 @@ function newConnection(p) {
   } else if (!fresh) {
     notice(conv, conv.uuid ? `${displayName(conv.user)} is back online.` : `Waiting for ${displayName(conv.user)} to reconnect…`);
   }
-  if (!state.active) select(p.id, false);
+  if (!state.active) select(p.id, { reveal: false });
   state.socket.flush((frame) => state.ops.get(frame.op_id) === p.id);
 }
 
@@ -400,6 +411,7 @@ function createConv(p) {
     user: p,
     uuid: null,
     startedAt: Date.now(),
+    floorId: state.newestId, // messages of this conversation come after this one
     waitingSince: p.resumed ? null : Date.now(),
     unread: 0,
     ended: false,
@@ -453,6 +465,15 @@ function disconnected(from) {
   updateLists();
 }
 
+function markAway() {
+  for (const conv of state.convs.values()) {
+    if (!conv.stale || conv.ended || !conv.uuid) continue;
+    conv.uuid = null; // its old socket is gone; messages wait for the new one
+    notice(conv, `Waiting for ${displayName(conv.user)} to reconnect…`);
+    renderItem(conv);
+  }
+}
+
 function endStale() {
   for (const conv of state.convs.values()) {
     if (conv.stale && !conv.ended) {
@@ -472,7 +493,7 @@ function closeConv(conv) {
   if (state.active === conv.user.id) {
     state.active = null;
     const next = [...state.convs.values()].find((c) => !c.ended) || state.convs.values().next().value;
-    if (next) select(next.user.id, true);
+    if (next) select(next.user.id, { reveal: false });
     else showMainEmpty();
   }
   updateLists();
@@ -494,16 +515,25 @@ function askRating(conv) {
   }
 }
 
-function requestHistory(userId) {
-  if (state.socket) state.socket.send({ type: "get_history", payload: { user_id: userId, limit: 100 } });
+/** Ask for a customer's messages; with `floor`, only those from that message id on are merged. */
+function requestHistory(userId, floor = null) {
+  if (!state.socket) return;
+  const opId = newOpId();
+  if (state.socket.send({ type: "get_history", op_id: opId, payload: { user_id: userId, limit: 100 } })) {
+    state.historyFloors.set(opId, floor);
+  }
 }
 
-function onHistory(p) {
+function onHistory(p, opId) {
   const userId = p.user_id;
   const data = Array.isArray(p.data) ? p.data : [];
   const conv = state.convs.get(userId);
+  const floor = opId ? state.historyFloors.get(opId) : null;
+  if (opId) state.historyFloors.delete(opId);
   if (conv) {
-    for (const entry of data) historyEntry(conv, entry);
+    for (const entry of data) {
+      if (!floor || (entry && entry.id && compareIds(entry.id, floor) >= 0)) historyEntry(conv, entry);
+    }
     if (conv.loadingEarlier) {
       conv.loadingEarlier = false;
       conv.earlierBtn.disabled = false;
@@ -513,6 +543,12 @@ function onHistory(p) {
   }
   const view = state.views.get(userId);
   if (view) renderHistoryView(view, data);
+}
+
+function oldestId(conv) {
+  let oldest = null;
+  for (const id of conv.rows.keys()) if (!oldest || compareIds(id, oldest) < 0) oldest = id;
+  return oldest;
 }
 
 function historyEntry(conv, e) {
@@ -534,8 +570,7 @@ function incoming(f) {
   showTyping(conv, false);
   addRow(conv, messageRow({ id: f.id, mine: false, type: f.type, payload: f.payload, date: f.date }), conv.rows);
   conv.preview = previewOf(f.type, f.payload);
-  const visible = state.active === conv.user.id && document.visibilityState === "visible";
-  if (!visible) conv.unread += 1;
+  if (!isShown(conv)) conv.unread += 1;
   renderItem(conv);
   markRead(conv);
   if (document.visibilityState !== "visible") notify(`${displayName(conv.user)}: ${conv.preview}`);
@@ -613,7 +648,7 @@ function failed(conv, opId, text) {
 }
 
 function previewOf(type, payload) {
-  if (type === "message_image") return "📷 Image";
+  if (type === "message_image") return "Image";
   const text = String((payload && payload.text) || "").replace(/\s+/g, " ").trim();
   return text.length > 80 ? `${text.slice(0, 80)}…` : text;
 }
@@ -709,10 +744,18 @@ function markSeen(conv, id) {
   if (last.dataset.state === "sent") last.querySelector(".state").textContent = "Seen";
 }
 
+/** The person can see this conversation right now. */
+function isShown(conv) {
+  return state.active === conv.user.id && document.visibilityState === "visible" && conv.pane.getClientRects().length > 0;
+}
+
 function markRead(conv) {
-  if (state.active !== conv.user.id || document.visibilityState !== "visible" || conv.ended || !conv.uuid) return;
-  conv.unread = 0;
-  renderItem(conv);
+  if (!isShown(conv)) return;
+  if (conv.unread) {
+    conv.unread = 0;
+    renderItem(conv);
+  }
+  if (conv.ended || !conv.uuid) return;
   const id = conv.newestIncoming;
   if (!id || id === conv.lastReadSent) return;
   if (state.socket && state.socket.send({ type: "read", to: conv.uuid, payload: { id } })) conv.lastReadSent = id;
@@ -745,6 +788,10 @@ function showTyping(conv, on) {
   conv.typingText.textContent = on ? `${displayName(conv.user)} is typing…` : "";
   conv.typing.hidden = !on;
   conv.item.classList.toggle("is-typing", on);
+  if (conv.peerTyping !== on) {
+    conv.peerTyping = on;
+    renderItem(conv);
+  }
   if (on) conv.typingShowTimer = setTimeout(() => showTyping(conv, false), TYPING_SHOW_FOR);
 }
 
@@ -763,6 +810,7 @@ function buildPane(conv) {
     {
       type: "button",
       class: "btn ghost",
+      "aria-label": "Earlier messages",
       title: "Load this customer's earlier messages",
       onclick: () => {
         conv.loadingEarlier = true;
@@ -773,8 +821,8 @@ function buildPane(conv) {
     icon("history"),
     h("span", { class: "btn-text", text: "Earlier messages" }),
   );
-  conv.rateBtn = h("button", { type: "button", class: "btn ghost", title: "Ask the customer to rate this chat", onclick: () => askRating(conv) }, icon("star"), h("span", { class: "btn-text", text: "Ask for rating" }));
-  conv.endBtn = h("button", { type: "button", class: "btn danger", onclick: () => endChat(conv) }, icon("end"), h("span", { class: "btn-text", text: "End chat" }));
+  conv.rateBtn = h("button", { type: "button", class: "btn ghost", "aria-label": "Ask for rating", title: "Ask the customer to rate this chat", onclick: () => askRating(conv) }, icon("star"), h("span", { class: "btn-text", text: "Ask for rating" }));
+  conv.endBtn = h("button", { type: "button", class: "btn danger", "aria-label": "End chat", title: "End this chat", onclick: () => endChat(conv) }, icon("end"), h("span", { class: "btn-text", text: "End chat" }));
   const back = h("button", { type: "button", class: "icon-btn back", "aria-label": "Back to conversations", onclick: () => showList() }, icon("back"));
   const head = h(
     "header",
@@ -892,7 +940,7 @@ function buildItem(conv) {
   conv.itemUnread = h("span", { class: "unread", hidden: true });
   conv.itemButton = h(
     "button",
-    { type: "button", class: "item", onclick: () => select(conv.user.id, true) },
+    { type: "button", class: "item", onclick: () => select(conv.user.id, { focus: true }) },
     conv.itemAvatar,
     h("span", { class: "item-main" }, conv.itemName, conv.itemPreview),
     h("span", { class: "item-side" }, conv.itemWait, conv.itemUnread),
@@ -905,11 +953,10 @@ function renderItem(conv) {
   clear(conv.itemAvatar).append(avatar(conv.user, "avatar"));
   const name = displayName(conv.user);
   conv.itemName.textContent = name;
-  conv.itemPreview.textContent = conv.ended
-    ? conv.rating
-      ? `Ended · rated ${conv.rating}/5`
-      : "Ended"
-    : conv.preview || "New conversation";
+  let preview = conv.preview || "New conversation";
+  if (conv.peerTyping) preview = "typing…";
+  if (conv.ended) preview = conv.rating ? `Ended · rated ${conv.rating}/5` : "Ended";
+  conv.itemPreview.textContent = preview;
   conv.itemUnread.hidden = conv.unread === 0;
   conv.itemUnread.textContent = conv.unread > 99 ? "99+" : String(conv.unread);
   conv.item.classList.toggle("ended", conv.ended);
@@ -947,7 +994,8 @@ function updateLists() {
   if (!state.active) showMainEmpty();
 }
 
-function select(key, focus) {
+/** Show a pane; `reveal` (phones) swaps the list for it, `focus` puts the cursor in its box. */
+function select(key, { reveal = true, focus = false } = {}) {
   state.active = key;
   $("main-empty").hidden = true;
   for (const conv of state.convs.values()) {
@@ -957,10 +1005,10 @@ function select(key, focus) {
     else conv.itemButton.removeAttribute("aria-current");
   }
   for (const [userId, view] of state.views) view.pane.hidden = `h:${userId}` !== key;
-  document.body.classList.add("show-pane");
+  if (reveal) document.body.classList.add("show-pane");
   const conv = state.convs.get(key);
   if (conv) {
-    conv.unread = 0;
+    if (isShown(conv)) conv.unread = 0;
     renderItem(conv);
     markRead(conv);
     conv.log.scrollTop = conv.log.scrollHeight;
@@ -1030,7 +1078,7 @@ function openHistoryView(user) {
   if (!user || !user.id) return;
   if (state.convs.has(user.id)) {
     showTab("chats");
-    select(user.id, true);
+    select(user.id, { focus: true });
     return;
   }
   let view = state.views.get(user.id);
@@ -1060,7 +1108,7 @@ function openHistoryView(user) {
     $("main").append(pane);
     log.append(h("div", { class: "notice" }, h("span", { text: "Loading…" })));
   }
-  select(`h:${user.id}`, false);
+  select(`h:${user.id}`);
   requestHistory(user.id);
 }
 

@@ -24,6 +24,9 @@ class Accounts:
         self._cache[account.id] = account
         return account
 
+    async def by_username(self, username: str) -> Account | None:
+        return await self._store.get_account_by_username(username)
+
     async def _upsert(self, account: Account) -> None:
         other = await self._store.get_account_by_username(account.username)
         if other is not None and other.id != account.id:

@@ -22,7 +22,7 @@ from kefu.passwords import check_password, hash_password
 from kefu.protocol import codes
 from kefu.server.accounts import Accounts
 from kefu.settings import Settings
-from kefu.store.base import Account, Store
+from kefu.store.base import Account
 from kefu.tokens import issue
 
 MAX_BODY_BYTES = 4096
@@ -69,13 +69,6 @@ class _Failures:
         self._seen.pop(client, None)
 
 
-def _store_of(accounts: Accounts) -> Store:
-    store = getattr(accounts, "store", None) or getattr(accounts, "_store", None)
-    if store is None:  # pragma: no cover - Accounts always has its store
-        raise RuntimeError("Accounts has no store")
-    return store  # type: ignore[no-any-return]
-
-
 def login_route(settings: Settings, accounts: Accounts) -> Route:
     failures = _Failures()
     secret = settings.signing_secret()
@@ -101,7 +94,7 @@ def login_route(settings: Settings, accounts: Accounts) -> Route:
         if not username.strip() or not password:
             return _error(400, codes.INVALID_PARAMS, "username and password are required")
 
-        account = await _store_of(accounts).get_account_by_username(username.strip())
+        account = await accounts.by_username(username.strip())
         if not await _password_ok(account, password):
             failures.add(client, time.monotonic())
             return _error(401, codes.NOT_AUTHENTICATED, "wrong username or password")

@@ -1,12 +1,17 @@
 """Fixtures for the Store contract suite: one `Harness` per implementation.
 
-Add PostgreSQL by adding a param and a harness that creates a fresh database,
-migrates it and knows how to block writes.
+* sqlite: a fresh file per test.
+* postgresql: a fresh database per test session (`CREATE DATABASE
+  kefu_test_<random>`, migrated, dropped at the end), emptied before each
+  test. Needs a running PostgreSQL (see tests/cluster/services.py: with
+  CI=true a missing server fails the tests instead of skipping them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from cluster.services import create_database, drop_database, in_thread, require_postgres
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Store
 from kefu.store.migrate import upgrade
@@ -47,11 +53,95 @@ class SqliteHarness:
             con.close()
 
 
-@pytest.fixture(params=["sqlite"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> SqliteHarness:
+class PostgresHarness:
+    name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def make(self, **kwargs: Any) -> Any:
+        from kefu.store.postgres import PostgresStore
+
+        return PostgresStore(self.url, **kwargs)
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(self.url, timeout=5)
+
+    def _sql(self, query: str) -> Any:
+        async def run() -> Any:
+            conn = await self._connect()
+            try:
+                return await conn.fetchval(query)
+            finally:
+                await conn.close()
+
+        return in_thread(run)
+
+    def reset(self) -> None:
+        self._sql("TRUNCATE messages, queue_entries, conversations, accounts")
+
+    def count(self, table: str) -> int:
+        return int(self._sql(f"SELECT count(*) FROM {table}"))
+
+    @contextmanager
+    def block_writes(self) -> Iterator[None]:
+        """Hold exclusive locks on the written tables from another connection."""
+        locked, release = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        async def hold() -> None:
+            conn = await self._connect()
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "LOCK TABLE messages, queue_entries, conversations IN ACCESS EXCLUSIVE MODE"
+                    )
+                    locked.set()
+                    while not release.is_set():
+                        await asyncio.sleep(0.01)
+            finally:
+                await conn.close()
+
+        def main() -> None:
+            try:
+                asyncio.run(hold())
+            except BaseException as exc:
+                errors.append(exc)
+                locked.set()
+
+        thread = threading.Thread(target=main)
+        thread.start()
+        locked.wait(10)
+        if errors:
+            raise errors[0]
+        try:
+            yield
+        finally:
+            release.set()
+            thread.join()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated database for this test session; dropped at the end."""
+    require_postgres()
+    name, url = create_database()
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> SqliteHarness | PostgresHarness:
     if request.param == "sqlite":
         return SqliteHarness(tmp_path / "kefu.db")
-    raise NotImplementedError(request.param)
+    pg = PostgresHarness(request.getfixturevalue("postgres_url"))
+    pg.reset()
+    return pg
 
 
 @pytest.fixture

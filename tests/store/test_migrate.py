@@ -79,8 +79,9 @@ def test_open_store_by_scheme(tmp_path: Path) -> None:
         Settings(database_url=f"sqlite:///{tmp_path / 'k.db'}", sqlite_synchronous="FULL")
     )
     assert isinstance(store, SqliteStore)
-    with pytest.raises(NotImplementedError, match="cluster"):
-        open_store(Settings(database_url="postgresql://h/db"))
+    from kefu.store.postgres import PostgresStore
+
+    assert isinstance(open_store(Settings(database_url="postgresql://h/db")), PostgresStore)
     with pytest.raises(ValueError):
         open_store(Settings(database_url="mysql://h/db"))
     with pytest.raises(ValueError):

@@ -14,6 +14,7 @@ test outage handling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections import deque
@@ -79,6 +80,7 @@ class MemoryBroker:
     def __init__(self, hub: MemoryHub | None = None) -> None:
         self.hub = hub or MemoryHub()
         self._mine: set[str] = set()
+        self._pending: set[asyncio.Future[None]] = set()
         self._closed = False
 
     def _check(self) -> MemoryHub:
@@ -117,7 +119,9 @@ class MemoryBroker:
             return  # unsubscribed meanwhile
         result = handler(data)
         if inspect.isawaitable(result):
-            asyncio.ensure_future(result)
+            task = asyncio.ensure_future(result)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def subscribe(self, node: str, handler: MessageHandler) -> None:
         self._check().subscribers[node] = (self, handler)
@@ -154,10 +158,8 @@ class MemoryBroker:
             if out or left <= 0:
                 return out
             hub.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hub.changed.wait(), left)
-            except TimeoutError:
-                pass
             hub = self._check()
 
     async def ack_events(self, upto: str) -> None:

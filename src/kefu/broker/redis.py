@@ -240,7 +240,7 @@ class RedisBroker:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _listen(self) -> None:
         delay = 0.05
@@ -307,7 +307,7 @@ class RedisBroker:
         key = self._k("events")
         block = max(1, min(block_ms, 5000))
         async with _errors("xread"):
-            reply = await self._blocking.xread({key: after or "0"}, count=count, block=block)
+            reply: Any = await self._blocking.xread({key: after or "0"}, count=count, block=block)
         out: list[tuple[str, bytes]] = []
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
@@ -321,7 +321,7 @@ class RedisBroker:
 
     async def acked_events(self) -> str:
         async with _errors("acked"):
-            value = await self.redis.get(self._k("events:acked"))
+            value: Any = await self.redis.get(self._k("events:acked"))
         return value.decode() if value else "0"
 
     # -- the lease ---------------------------------------------------------------------
@@ -340,7 +340,7 @@ class RedisBroker:
 
     async def lease_holder(self) -> tuple[str, int] | None:
         async with _errors("lease"):
-            value = await self.redis.get(self._k("lease"))
+            value: Any = await self.redis.get(self._k("lease"))
         if not value:
             return None
         node, _, token = value.decode().rpartition(" ")
@@ -375,5 +375,5 @@ class RedisBroker:
 
     async def get(self, key: str) -> bytes | None:
         async with _errors("get"):
-            value = await self.redis.get(self._k("value:" + key))
+            value: Any = await self.redis.get(self._k("value:" + key))
         return bytes(value) if value is not None else None

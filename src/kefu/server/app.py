@@ -19,7 +19,7 @@ from kefu.server.history import History
 from kefu.server.pages import web_routes
 from kefu.server.runtime import Runtime
 from kefu.settings import Settings
-from kefu.store import open_store
+from kefu.store import Store, open_store
 from kefu.store.migrate import upgrade
 
 log = logging.getLogger("kefu.app")
@@ -30,9 +30,9 @@ WEB_DIR = Path(__file__).parent / "web"
 def create_app(settings: Settings) -> Starlette:
     secret = settings.signing_secret()
     store = open_store(settings)
-    runtime = Runtime(settings, store, IdGenerator(settings.node_id))
+    runtime = _runtime(settings, store)
     accounts = Accounts(store, secret)
-    gateway = Gateway(runtime, accounts, History(runtime, store))
+    gateway = Gateway(runtime, accounts, _history(runtime, store))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -49,10 +49,41 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         WebSocketRoute("/v1/ws/connect/user", gateway.user_endpoint),
         WebSocketRoute("/v1/ws/connect/waiter", gateway.waiter_endpoint),
-        Route("/v1/ws/status", status_endpoint(runtime)),
+        Route("/v1/ws/status", _status_endpoint(runtime)),
         *web_routes(settings, accounts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.store = store
     return app
+
+
+# -- one node or a cluster member (KEFU_BROKER_URL) -----------------------------------
+def _runtime(settings: Settings, store: Store) -> Runtime:
+    ids = IdGenerator(settings.node_id)
+    if not settings.broker_url:
+        return Runtime(settings, store, ids)
+    if not settings.secret:  # a generated key would differ per node: tokens would not travel
+        raise ValueError("a cluster node needs KEFU_SECRET, the same on every node")
+    from kefu.broker import open_broker
+    from kefu.server.cluster import ClusterRuntime
+
+    return ClusterRuntime(settings, store, ids, open_broker(settings))
+
+
+def _history(runtime: Runtime, store: Store) -> History:
+    if runtime.settings.broker_url:
+        from kefu.server.cluster import ClusterHistory, ClusterRuntime
+
+        assert isinstance(runtime, ClusterRuntime)
+        return ClusterHistory(runtime, store)
+    return History(runtime, store)
+
+
+def _status_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
+    if runtime.settings.broker_url:
+        from kefu.server.cluster import ClusterRuntime, cluster_status_endpoint
+
+        assert isinstance(runtime, ClusterRuntime)
+        return cluster_status_endpoint(runtime)
+    return status_endpoint(runtime)

@@ -142,9 +142,27 @@ class Runtime:
     ) -> None:
         conn = self.connections.get(socket)
         if conn is None or socket is None:
+            if socket is not None:  # not here: maybe on another node of a cluster
+                self.send_remote(
+                    socket, type_, frm=frm, payload=payload, id_=id_, op_id=op_id, ts=ts
+                )
             return
         ts = time.time() if ts is None else ts
         conn.push(encode(type_, socket, ts, frm=frm, id_=id_, op_id=op_id, payload=payload))
+
+    def send_remote(
+        self,
+        socket: str,
+        type_: str,
+        *,
+        frm: str | None = None,
+        payload: Any = None,
+        id_: str | None = None,
+        op_id: str | None = None,
+        ts: float | None = None,
+    ) -> None:
+        """A frame for a socket this node does not hold: dropped here; a cluster node
+        (`server/cluster.py`) sends it to the node that holds the socket."""
 
     def _route(self, cmd: c.Route) -> None:
         self._unroute(cmd.conversation_id)

@@ -36,7 +36,8 @@ def open_store(settings: Settings) -> Store:
     """A new, not yet started store for `settings.database_url`.
 
     `sqlite:///relative.db` / `sqlite:////abs.db`: `SqliteStore` with
-    `settings.sqlite_synchronous`. `postgresql://`: not available yet.
+    `settings.sqlite_synchronous`. `postgresql://` (any `+driver` is ignored):
+    `PostgresStore` (asyncpg; needs kefu[cluster]).
     """
     url = settings.database_url
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
@@ -45,9 +46,13 @@ def open_store(settings: Settings) -> Store:
 
         return SqliteStore(url, synchronous=settings.sqlite_synchronous)
     if scheme in ("postgresql", "postgres"):
-        raise NotImplementedError(
-            "PostgreSQL storage is not implemented yet; it will need kefu[cluster] (asyncpg)"
-        )
+        try:
+            from kefu.store.postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StoreError(
+                "PostgreSQL storage needs kefu[cluster] (pip install 'kefu[cluster]')"
+            ) from exc
+        return PostgresStore(url)
     raise ValueError(
         f"unsupported database URL scheme {scheme!r} (use sqlite:/// or postgresql://)"
     )

@@ -1,0 +1,195 @@
+"""The group-commit writer as an asyncio task, for asyncio database drivers (asyncpg).
+
+Same FIFO, batching and failure policy as `writer.ThreadWriter` (read its
+docstring): the first queued item plus whatever else is queued (at most
+`max_batch`) runs as one transaction; after the commit every `done` of the
+batch runs, in submission order, on the loop. It reuses the item types and
+`settle_success` / `settle_failure`, so the two writers cannot drift apart.
+The difference is only the driver: the backend's methods are coroutines and
+the writer is one task, woken by an `asyncio.Event`, instead of a thread.
+
+Limits: all methods must be called on the loop that ran `start`. The FIFO is
+unbounded (backpressure is the caller's). Lifecycle records of a batch that
+failed as a whole are retried with exponential backoff (50 ms doubling, at
+most `retry_cap` seconds apart) up to `max_attempts` runs; new items queued
+meanwhile join the retried batch, so while the database is down messages get
+`StoreUnavailable` within about `retry_cap` seconds instead of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from kefu.store.base import AppendDone, LifecycleWrite, NewMessage, StoreUnavailable
+from kefu.store.writer import (
+    Callback,
+    Item,
+    SetRate,
+    WriteOp,
+    WriterStats,
+    _Call,
+    _Marker,
+    _op,
+    _Record,
+    _run_calls,
+    settle_failure,
+    settle_success,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AsyncBatchBackend(Protocol):
+    """The database side of `AsyncWriter` (see `writer.BatchBackend` for the contract)."""
+
+    async def open(self) -> None: ...
+    async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]: ...
+    def is_item_error(self, exc: BaseException) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class AsyncWriter:
+    def __init__(
+        self,
+        backend: AsyncBatchBackend,
+        *,
+        max_batch: int = 512,
+        max_attempts: int = 6,
+        retry_cap: float = 2.0,
+    ) -> None:
+        if max_batch < 1 or max_attempts < 1:
+            raise ValueError("max_batch and max_attempts must be at least 1")
+        self.stats = WriterStats()
+        self._backend = backend
+        self._max_batch = max_batch
+        self._max_attempts = max_attempts
+        self._retry_cap = retry_cap
+        self._queue: deque[Item] = deque()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._stopping = False
+
+    # -- submitting ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the backend and start the writer task; raises what `open` raised."""
+        if self._task is not None:
+            raise RuntimeError("writer already started")
+        try:
+            await self._backend.open()
+        except BaseException:
+            self._closed = True
+            raise
+        self._loop = loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._main(), name="kefu-store-writer")
+
+    def _put(self, item: Item) -> None:
+        self._queue.append(item)
+        self._wake.set()
+
+    def append(self, message: NewMessage, done: AppendDone) -> None:
+        if self._closed or self._loop is None:
+            err = StoreUnavailable("store is not running")
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon(done, err)
+            else:
+                done(err)
+            return
+        self._put((message, done))
+
+    def write(self, record: LifecycleWrite) -> None:
+        if self._closed or self._loop is None:
+            raise StoreUnavailable("store is not running")
+        self._put(_Record(record))
+
+    def call(self, op: SetRate) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._running_loop().create_future()
+        self._put(_Call(op, future))
+        return future
+
+    async def flush(self) -> None:
+        future: asyncio.Future[Any] = self._running_loop().create_future()
+        self._put(_Marker(future, stop=False))
+        await future
+
+    async def stop(self) -> None:
+        """Settle everything queued, then end the task and close the backend."""
+        if self._closed or self._loop is None or self._task is None:
+            self._closed = True
+            return
+        self._closed = True
+        marker: asyncio.Future[Any] = self._loop.create_future()
+        self._put(_Marker(marker, stop=True))
+        try:
+            await self._task
+        finally:
+            with contextlib.suppress(Exception):
+                await self._backend.close()
+        if marker.done() and not marker.cancelled() and marker.exception() is not None:
+            log.error("store closed with unsaved writes: %r", marker.exception())
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._closed or self._loop is None:
+            raise StoreUnavailable("store is not running")
+        return self._loop
+
+    # -- the writer task --------------------------------------------------------------
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        carry: list[Item] = []
+        while not self._stopping:
+            if not carry and not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = carry
+            queue = self._queue
+            while queue and len(batch) < self._max_batch:
+                batch.append(queue.popleft())
+            try:
+                calls, carry = await self._process(batch)
+            except Exception as exc:  # a bug here must not kill the writer
+                log.exception("store writer failed on a batch")
+                calls, carry = settle_failure(batch, exc, 0, self.stats)
+            _run_calls(loop, calls)
+            if carry:
+                attempts = max(i.attempts for i in carry if isinstance(i, _Record))
+                await asyncio.sleep(min(0.05 * 2 ** (attempts - 1), self._retry_cap))
+
+    async def _process(self, batch: list[Item]) -> tuple[list[Callback], list[Item]]:
+        ops = [op for op in map(_op, batch) if op is not None]
+        if any(isinstance(i, _Marker) and i.stop for i in batch):
+            self._stopping = True
+        if not ops:
+            return settle_success(batch, []), []
+        stats = self.stats
+        stats.batches += 1
+        stats.ops += len(ops)
+        stats.largest = max(stats.largest, len(ops))
+        backend = self._backend
+        try:
+            results = await backend.execute(ops, False)
+        except Exception as exc:
+            if not backend.is_item_error(exc):
+                return self._failed(batch, exc)
+            stats.isolated += 1
+            try:
+                results = await backend.execute(ops, True)
+            except Exception as exc2:
+                return self._failed(batch, exc2)
+        stats.commits += 1
+        return settle_success(batch, results), []
+
+    def _failed(self, batch: list[Item], exc: Exception) -> tuple[list[Callback], list[Item]]:
+        self.stats.failures += 1
+        log.warning("store batch of %d items rolled back: %r", len(batch), exc)
+        calls, carry = settle_failure(batch, exc, self._max_attempts, self.stats)
+        if any(isinstance(i, _Marker) and i.stop for i in carry):
+            self._stopping = False  # the stop marker waits for the retried records
+        return calls, carry

@@ -1,0 +1,102 @@
+"""PostgreSQL-only: migrations on PostgreSQL, and the store outliving its connections."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from cluster.services import create_database, drop_database, in_thread
+from kefu.core.commands import Enqueue
+from kefu.ids import IdGenerator
+from kefu.store.base import Appended, StoreUnavailable
+from kefu.store.migrate import upgrade
+from kefu.store.tables import metadata
+
+from .conftest import ALICE, BOB, PostgresHarness
+from .test_contract import append_all, message, open_conversation
+
+
+@pytest.fixture
+def fresh_db() -> Iterator[str]:
+    name, url = create_database("kefu_test_migrate")
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+def _diff_and_version(url: str) -> tuple[list[Any], str | None]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from kefu.store.postgres import urls
+
+    async def run() -> tuple[list[Any], str | None]:
+        engine = create_async_engine(urls(url)[1])
+        try:
+            async with engine.connect() as conn:
+
+                def inspect(sync_conn: Any) -> tuple[list[Any], str | None]:
+                    ctx = MigrationContext.configure(sync_conn)
+                    return compare_metadata(ctx, metadata), ctx.get_current_revision()
+
+                return await conn.run_sync(inspect)
+        finally:
+            await engine.dispose()
+
+    return in_thread(run)
+
+
+def test_migrations_build_the_schema_of_tables_py(fresh_db: str) -> None:
+    upgrade(fresh_db)
+    upgrade(fresh_db)  # a no-op the second time
+    diff, version = _diff_and_version(fresh_db)
+    assert diff == []
+    assert version == "0001"
+
+
+def test_concurrent_upgrades_on_postgres(fresh_db: str) -> None:
+    code = "import sys; from kefu.store.migrate import upgrade; upgrade(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, fresh_db], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert _diff_and_version(fresh_db) == ([], "0001")
+
+
+async def test_store_survives_killed_connections(postgres_url: str) -> None:
+    harness = PostgresHarness(postgres_url)
+    harness.reset()
+    new_id = IdGenerator(node=2)
+    store = harness.make()
+    await store.start()
+    try:
+        for account in (ALICE, BOB):
+            await store.create_account(account)
+        cid = await open_conversation(store, new_id, ALICE.id, BOB.id)
+        harness._sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        first = message(new_id, cid, ALICE.id, BOB.id, "maybe", op_id="op-1")
+        (result,) = await asyncio.gather(*append_all(store, [first]))
+        assert isinstance(result, Appended | StoreUnavailable)
+        store.write(Enqueue(ALICE.id, 5.0))  # a lifecycle record is retried, never lost
+        again = message(new_id, cid, ALICE.id, BOB.id, "maybe", op_id="op-1")
+        (retry,) = await asyncio.gather(*append_all(store, [again]))
+        assert isinstance(retry, Appended)
+        await store.flush()
+        assert harness.count("messages") == 1
+        # the pooled read connections were killed too: pre-ping replaces them
+        assert [e.user.id for e in (await store.load_open_state()).queue] == [ALICE.id]
+        assert len(await store.history(ALICE.id)) == 1
+    finally:
+        await store.close()

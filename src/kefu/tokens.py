@@ -36,9 +36,9 @@ class Claims:
             id=self.sub,
             username=self.username or (known.username if known else self.sub),
             role=self.role,
-            nickname=self.nickname if self.nickname is not None else (
-                known.nickname if known else None
-            ),
+            nickname=self.nickname
+            if self.nickname is not None
+            else (known.nickname if known else None),
             avatar=self.avatar if self.avatar is not None else (known.avatar if known else ""),
             password_hash=known.password_hash if known else None,
         )

@@ -202,5 +202,3 @@ async def test_shared_values(make_broker: MakeBroker) -> None:
     await a.put("short", b"1", ttl=0.2)
     await asyncio.sleep(0.35)
     assert await a.get("short") is None
-
-

@@ -168,8 +168,12 @@ async def main() -> None:
             for n in two.nodes:
                 n.stop()
             three = await start_cluster(
-                Path(tmp) / "three", cleanup, 3, lease_ttl=args.lease_ttl,
-                node_ttl=args.lease_ttl, **settings,
+                Path(tmp) / "three",
+                cleanup,
+                3,
+                lease_ttl=args.lease_ttl,
+                node_ttl=args.lease_ttl,
+                **settings,
             )
             await measure_failover(three)
         finally:

@@ -30,9 +30,7 @@ def open_broker(settings: Settings) -> Broker:
             raise BrokerError(
                 "a redis:// broker needs kefu[cluster] (pip install 'kefu[cluster]')"
             ) from exc
-        return RedisBroker(
-            url, prefix=settings.broker_prefix, maxlen=settings.event_stream_maxlen
-        )
+        return RedisBroker(url, prefix=settings.broker_prefix, maxlen=settings.event_stream_maxlen)
     if scheme == "memory":
         from kefu.broker.memory import MemoryBroker, named_hub
 

@@ -103,4 +103,3 @@ Command = (
     | StartTimer
     | CancelTimer
 )
-

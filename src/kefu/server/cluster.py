@@ -108,9 +108,7 @@ class ClusterRuntime(Runtime):
         await self.broker.subscribe(self.node, self._on_message)
         await self.broker.heartbeat(self.node, self.settings.node_ttl)
         self.live = set(await self.broker.live_nodes()) | {self.node}
-        self._events = Outbox(
-            "kefu-events", self._append_events, lambda _failing_for: False
-        )
+        self._events = Outbox("kefu-events", self._append_events, lambda _failing_for: False)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeat_loop(), name="kefu-heartbeat"),
@@ -491,4 +489,3 @@ def cluster_status_endpoint(runtime: ClusterRuntime):  # type: ignore[no-untyped
 
 
 __all__ = ["ClusterHistory", "ClusterRuntime", "cluster_status_endpoint"]
-

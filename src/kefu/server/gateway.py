@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 import uuid
 from typing import Any
 
 import msgspec
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket
 
 from kefu.core import events as ev
@@ -25,9 +27,20 @@ from kefu.server.connections import Connection
 from kefu.server.history import History
 from kefu.server.origin import origin_allowed
 from kefu.server.runtime import RouteEntry, Runtime
+from kefu.store.base import StoreError
 from kefu.tokens import TokenError
 
 log = logging.getLogger("kefu.gateway")
+
+# What a store may raise while its database is unreachable or refuses work.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    StoreError,
+    SQLAlchemyError,
+    sqlite3.Error,
+    OSError,
+    TimeoutError,
+)
+
 
 class Gateway:
     def __init__(self, runtime: Runtime, accounts: Accounts, history: History) -> None:
@@ -119,14 +132,12 @@ class Gateway:
 
     # -- frames ---------------------------------------------------------------
     async def _dispatch(self, conn: Connection, frame: f.Frame) -> None:
-        if type(frame) is f.Auth:
-            await self._auth(conn, frame)
-            return
-        if conn.account is None:
-            self._error(conn, codes.NOT_AUTHENTICATED, "authenticate first", frame.op_id)
-            return
         try:
-            if conn.side == "user":
+            if type(frame) is f.Auth:
+                await self._auth(conn, frame)
+            elif conn.account is None:
+                self._error(conn, codes.NOT_AUTHENTICATED, "authenticate first", frame.op_id)
+            elif conn.side == "user":
                 await self._user_frame(conn, frame)
             else:
                 await self._waiter_frame(conn, frame)
@@ -134,6 +145,9 @@ class Gateway:
             self._error(conn, codes.INVALID_PARAMS, exc.message, frame.op_id, _raw(frame))
         except NotPermitted as exc:
             self._error(conn, codes.NO_PERMISSION, str(exc), frame.op_id)
+        except UNAVAILABLE as exc:  # the database is down: this frame fails, the socket lives
+            log.warning("%s failed: %s", type(frame).__name__, type(exc).__name__)
+            self._error(conn, codes.UNKNOWN, "temporarily unavailable, please retry", frame.op_id)
 
     async def _auth(self, conn: Connection, frame: f.Auth) -> None:
         if conn.account is not None:
@@ -193,8 +207,10 @@ class Gateway:
                     runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
                     return
                 runtime.send(
-                    route.waiter_socket, frame.__struct_config__.tag,  # type: ignore[arg-type]
-                    frm=conn.socket, payload=frame.payload,
+                    route.waiter_socket,
+                    frame.__struct_config__.tag,  # type: ignore[arg-type]
+                    frm=conn.socket,
+                    payload=frame.payload,
                 )
 
     async def _waiter_frame(self, conn: Connection, frame: f.Frame) -> None:
@@ -221,8 +237,10 @@ class Gateway:
             case f.Typing() | f.Read():
                 route = self._waiter_route(conn, frame)
                 runtime.send(
-                    route.user_socket, frame.__struct_config__.tag,  # type: ignore[arg-type]
-                    frm=conn.socket, payload=frame.payload,
+                    route.user_socket,
+                    frame.__struct_config__.tag,  # type: ignore[arg-type]
+                    frm=conn.socket,
+                    payload=frame.payload,
                 )
 
     def _waiter_route(self, conn: Connection, frame: f.Frame) -> RouteEntry:

@@ -255,7 +255,12 @@ class Runtime:
         peer = current.waiter_socket if from_user else current.user_socket
         raw = msgspec.Raw(payload)
         self.send(
-            socket, type_ + "_success", frm=peer, payload=raw, id_=result.id, op_id=op_id,
+            socket,
+            type_ + "_success",
+            frm=peer,
+            payload=raw,
+            id_=result.id,
+            op_id=op_id,
             ts=result.created,
         )
         self.send(peer, type_, frm=socket, payload=raw, id_=result.id, ts=result.created)

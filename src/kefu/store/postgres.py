@@ -285,6 +285,7 @@ class PostgresStore:
         self._engine = create_async_engine(
             self.sa_url,
             pool_pre_ping=True,
+            hide_parameters=True,  # errors must not carry message bodies into logs
             pool_size=self._pool_size,
             max_overflow=self._pool_size,
             pool_timeout=10,

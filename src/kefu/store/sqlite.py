@@ -271,6 +271,7 @@ class SqliteStore:
         await self.writer.start()
         engine = create_engine(
             URL.create("sqlite", database=self.path),
+            hide_parameters=True,  # errors must not carry message bodies into logs
             connect_args={"check_same_thread": False, "timeout": self.busy_timeout},
         )
         event.listen(engine, "connect", self._on_connect)

@@ -192,13 +192,15 @@ def decode(decoder: msgspec.json.Decoder[Any], raw: bytes | str) -> Frame:
         raise FrameError(message, data) from None
     except msgspec.DecodeError as exc:
         raise FrameError(f"invalid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise FrameError("invalid JSON: the frame is not UTF-8") from None
 
 
 def loose(raw: bytes | str) -> Any:
     """Any JSON value, or None: for error replies only."""
     try:
         return _any_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
 
 
@@ -222,8 +224,8 @@ def validate_image(payload: ImagePayload, max_chars: int) -> None:
     url = payload.image
     if len(url) > max_chars:
         raise FrameError(f"image URL is longer than {max_chars} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise FrameError("image URL must not contain spaces or control characters")
+    if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise FrameError("image URL must be ASCII, without spaces or control characters")
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -3,6 +3,8 @@
 Backpressure: `push` never blocks. When a connection's queue is full its
 reader is too slow; the queue is dropped and the socket closed with 1013, so
 one slow client never stalls the others (it resumes and replays later).
+Bulk senders that can wait (the resume replay) call `wait_below` first, so
+they never overflow the queue themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class Connection:
         self.strikes = 0  # frames refused by the rate limit in a row
         self._queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
+        self._sent = asyncio.Event()  # set by the writer after each frame it sent
+        self._dead = False  # the writer has ended: nothing queued will be sent
 
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -53,11 +57,23 @@ class Connection:
             self._drop_queue()
             self.close(CLOSE_TRY_AGAIN)
 
+    @property
+    def queue_size(self) -> int:
+        return self._queue.maxsize
+
+    async def wait_below(self, frames: int) -> bool:
+        """Wait until fewer than `frames` frames are queued; False once the socket is closing."""
+        while self.closing is None and not self._dead and self._queue.qsize() >= frames:
+            self._sent.clear()
+            await self._sent.wait()
+        return self.closing is None and not self._dead
+
     def close(self, code: int) -> None:
         """Close after the frames already queued have been sent."""
         if self.closing is not None:
             return
         self.closing = code
+        self._sent.set()  # wake anyone in wait_below
         try:
             self._queue.put_nowait((_CLOSE, code))
         except asyncio.QueueFull:
@@ -71,16 +87,21 @@ class Connection:
     async def _write_loop(self) -> None:
         send = self.ws.send
         queue = self._queue
+        sent = self._sent
         try:
             while True:
                 item = await queue.get()
                 if type(item) is bytes:
                     await send({"type": "websocket.send", "text": item.decode()})
+                    sent.set()
                     continue
                 await send({"type": "websocket.close", "code": item[1], "reason": ""})
                 return
         except Exception:  # the peer went away; the reader loop notices and cleans up
             return
+        finally:
+            self._dead = True
+            sent.set()
 
     async def stop(self) -> None:
         if self._writer is not None and not self._writer.done():

@@ -8,6 +8,7 @@ and never closes the socket (oversized frames excepted: 1009).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import time
@@ -86,7 +87,9 @@ class Gateway:
     ) -> None:
         receive = ws.receive
         limit = self.settings.max_frame_bytes
-        while True:
+        for count in itertools.count(1):
+            if count % 32 == 0:
+                await asyncio.sleep(0)  # frames already buffered: let the writers drain first
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return

@@ -1,7 +1,15 @@
-"""History, sessions, replay on resume and rating a closed conversation: the cold reads."""
+"""History, sessions, replay on resume and rating a closed conversation: the cold reads.
+
+Each of them answers the socket that asked. If the database fails (locked,
+gone, disk error), the asker gets an `error` with status 0 and can retry; the
+failure is logged by exception type only (a database error's text can quote
+the values of the statement).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from kefu.protocol import codes
@@ -10,6 +18,10 @@ from kefu.protocol.out import rfc3339
 from kefu.server.connections import Connection
 from kefu.server.runtime import Runtime
 from kefu.store.base import HistoryEntry, Store
+
+REPLAY_PAGE = 500  # messages read per query when replaying on resume
+
+log = logging.getLogger("kefu.history")
 
 
 def entry_payload(entry: HistoryEntry) -> dict[str, Any]:
@@ -28,7 +40,45 @@ class History:
         self._runtime = runtime
         self._store = store
 
+    async def _answer(
+        self, conn: Connection, op_id: str | None, what: str, work: Awaitable[None]
+    ) -> None:
+        """Run `work`; if the store fails, tell the asker (status 0) instead of raising."""
+        try:
+            await work
+        except Exception as exc:
+            log.warning("%s failed for socket %s: %s", what, conn.socket, type(exc).__name__)
+            message = f"{what} is not available right now, please retry"
+            self._runtime.error(conn.socket, codes.UNKNOWN, message, op_id)
+
     async def user_history(
+        self, conn: Connection, op_id: str | None, p: f.UserHistoryPayload | None
+    ) -> None:
+        await self._answer(conn, op_id, "history", self._user_history(conn, op_id, p))
+
+    async def waiter_history(
+        self, conn: Connection, op_id: str | None, p: f.WaiterHistoryPayload
+    ) -> None:
+        await self._answer(conn, op_id, "history", self._waiter_history(conn, op_id, p))
+
+    async def session_history(self, conn: Connection, op_id: str | None) -> None:
+        await self._answer(conn, op_id, "session history", self._session_history(conn, op_id))
+
+    async def rate_closed(self, conn: Connection, rate: int, op_id: str | None) -> None:
+        """Rate the user's latest conversation after it ended; only once."""
+        await self._answer(conn, op_id, "rating", self._rate_closed(conn, rate, op_id))
+
+    async def replay(self, conn: Connection, last_id: str) -> None:
+        """Send again what the other side of the open conversation(s) stored after `last_id`.
+
+        All of it, oldest first, a page at a time; each frame waits for room in
+        the socket's send queue (at most half of it is used), so a long replay
+        never overflows the queue of a client that reads. Stops if the socket
+        closes.
+        """
+        await self._answer(conn, None, "replay", self._replay(conn, last_id))
+
+    async def _user_history(
         self, conn: Connection, op_id: str | None, p: f.UserHistoryPayload | None
     ) -> None:
         assert conn.account is not None
@@ -37,14 +87,14 @@ class History:
         data = [entry_payload(x) for x in entries]
         self._runtime.send(conn.socket, "message_history", payload=data, op_id=op_id)
 
-    async def waiter_history(
+    async def _waiter_history(
         self, conn: Connection, op_id: str | None, p: f.WaiterHistoryPayload
     ) -> None:
         entries = await self._store.history(p.user_id, p.before, p.limit)
         payload = {"user_id": p.user_id, "data": [entry_payload(x) for x in entries]}
         self._runtime.send(conn.socket, "message_history", payload=payload, op_id=op_id)
 
-    async def session_history(self, conn: Connection, op_id: str | None) -> None:
+    async def _session_history(self, conn: Connection, op_id: str | None) -> None:
         assert conn.account is not None
         sessions = await self._store.sessions(conn.account.id)
         data = [
@@ -60,8 +110,7 @@ class History:
         payload = {"user_id": conn.account.id, "data": data}
         self._runtime.send(conn.socket, "session_history", payload=payload, op_id=op_id)
 
-    async def rate_closed(self, conn: Connection, rate: int, op_id: str | None) -> None:
-        """Rate the user's latest conversation after it ended; only once."""
+    async def _rate_closed(self, conn: Connection, rate: int, op_id: str | None) -> None:
         assert conn.account is not None
         await self._store.flush()  # a close-with-rating may still be queued
         conv = await self._store.latest_conversation(conn.account.id)
@@ -73,21 +122,29 @@ class History:
             return
         self._runtime.send(conn.socket, "rate_success", payload={"rate": rate}, op_id=op_id)
 
-    async def replay(self, conn: Connection, last_id: str) -> None:
-        """Send again what the other side of the open conversation(s) stored after `last_id`."""
+    async def _replay(self, conn: Connection, last_id: str) -> None:
         runtime = self._runtime
         route = runtime.route_of_user_socket(conn.socket) if conn.side == "user" else None
         routes = [route] if route is not None else runtime.routes_of_waiter(conn.socket)
+        high = max(1, conn.queue_size // 2)
         for r in routes:
             peer = r.waiter_socket if conn.side == "user" else r.user_socket
-            for m in await self._store.messages_after(r.conversation_id, last_id):
-                if conn.account is not None and m.sender_id == conn.account.id:
-                    continue  # the sender had its ack, or resends with the same op_id
-                runtime.send(
-                    conn.socket,
-                    m.type,
-                    frm=peer,
-                    payload=m.payload,
-                    id_=m.id,
-                    ts=m.created,
-                )
+            after = last_id
+            while True:
+                page = await self._store.messages_after(r.conversation_id, after, REPLAY_PAGE)
+                for m in page:
+                    if conn.account is not None and m.sender_id == conn.account.id:
+                        continue  # the sender had its ack, or resends with the same op_id
+                    if not await conn.wait_below(high):
+                        return
+                    runtime.send(
+                        conn.socket,
+                        m.type,
+                        frm=peer,
+                        payload=m.payload,
+                        id_=m.id,
+                        ts=m.created,
+                    )
+                if len(page) < REPLAY_PAGE:
+                    break
+                after = page[-1].id

@@ -229,7 +229,7 @@ class Runtime:
             receiver_id=receiver_id,
             payload=payload,
             op_id=op_id,
-            created=time.time(),
+            created=round(time.time(), 6),  # what the store keeps: a retry's ack matches
         )
         done = partial(self._stored, sender, route, from_user, type_, payload, op_id)
         self.store.append(message, done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import uvicorn
@@ -11,7 +12,7 @@ from kefu.settings import Settings
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """The server settings every kefu endpoint runs with (also used by the conformance tests)."""
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -26,6 +27,10 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
     )
+    # websockets logs every frame at DEBUG on this logger: bodies and tokens never go to logs.
+    error_log = logging.getLogger("uvicorn.error")
+    error_log.setLevel(max(error_log.getEffectiveLevel(), logging.INFO))
+    return config
 
 
 def run(app: Any, settings: Settings) -> None:

@@ -1,0 +1,71 @@
+"""Fixtures of the reliability suite: the e2e servers of tests/server, plus bookkeeping.
+
+* `make_server` / `Server` come from `tests/server/conftest.py` (imported, not copied).
+* `kefu_server(**settings)`: `make_server`, but every server's log files are
+  remembered for the session, so `test_zz_logs.py` can scan all of them for
+  the tokens and message texts the suite used (`remember()`).
+* Long runs (chaos, soak, full conformance) are marked `slow` and run only
+  with `KEFU_SLOW_TESTS=1`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.conftest import BASE_SETTINGS, MakeServer, Server, make_server  # noqa: F401
+
+SLOW = os.environ.get("KEFU_SLOW_TESTS") == "1"
+
+# Every server data directory of this session (its *.stderr/*.stdout are the logs).
+LOG_DIRS: list[Path] = []
+# Strings that must never appear in any log: tokens, message texts.
+SECRETS: set[str] = set()
+
+
+def remember(*values: str) -> None:
+    """Add tokens / message texts that must never be logged."""
+    for v in values:
+        if isinstance(v, str) and len(v) >= 12:
+            SECRETS.add(v)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="long run: set KEFU_SLOW_TESTS=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def kefu_server(make_server: MakeServer) -> Callable[..., Server]:  # noqa: F811
+    """`make_server`, remembering each server's log directory for the log scan."""
+
+    def factory(**settings: Any) -> Server:
+        srv = make_server(**settings)
+        LOG_DIRS.append(srv.data_dir)
+        return srv
+
+    return factory
+
+
+def server_logs(srv: Server) -> str:
+    """Everything the server wrote to stdout/stderr so far, all runs."""
+    parts = []
+    for path in sorted(srv.data_dir.glob("server-*.std*")):
+        parts.append(path.read_text(errors="replace"))
+    return "\n".join(parts)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, in KiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")

@@ -1,0 +1,70 @@
+"""A test-only echo endpoint on kefu's own server stack, for the Autobahn cases (kosoku).
+
+`python echo_server.py PORT [MAX_FRAME_BYTES]` serves `/echo` (and `/`) with
+a tiny Starlette app, run by `kefu.server.serve.uvicorn_config(app, settings)`:
+the same uvicorn, protocol implementation, limits, keepalive and compression
+settings as `kefu serve`. Text is echoed as text, binary as binary.
+
+`python echo_server.py PORT calibrate` runs python-websockets' own compliance
+echo server instead (`max_size=2**25`, no compression), the reference the
+kosoku verdicts are calibrated against.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from kefu.server.serve import uvicorn_config
+from kefu.settings import Settings
+
+
+async def echo(ws: WebSocket) -> None:
+    await ws.accept()
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await ws.send_text(message["text"])
+            elif message.get("bytes") is not None:
+                await ws.send_bytes(message["bytes"])
+    except WebSocketDisconnect:
+        return
+
+
+def app() -> Starlette:
+    return Starlette(routes=[WebSocketRoute("/echo", echo), WebSocketRoute("/", echo)])
+
+
+async def calibration(port: int) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(handler, "127.0.0.1", port, max_size=2**25, compression=None) as server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    if sys.argv[2:] == ["calibrate"]:
+        import asyncio
+
+        asyncio.run(calibration(port))
+        return
+    settings = Settings(host="127.0.0.1", port=port)
+    if len(sys.argv) > 2:
+        settings = Settings(host="127.0.0.1", port=port, max_frame_bytes=int(sys.argv[2]))
+    uvicorn.Server(uvicorn_config(app(), settings)).run()
+
+
+if __name__ == "__main__":
+    main()

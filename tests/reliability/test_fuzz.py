@@ -131,7 +131,7 @@ def _noise(size: int, seed: int) -> bytes:
 
 def _big_text(args: tuple[int, int]) -> str:
     size, seed = args
-    alphabet = "abc xyz{}[]\",:\\0123é中😀\u0000\u001f"
+    alphabet = 'abc xyz{}[]",:\\0123é中😀\u0000\u001f'
     return "".join(alphabet[b % len(alphabet)] for b in _noise(size, seed))
 
 

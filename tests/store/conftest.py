@@ -27,14 +27,18 @@ from kefu.store.sqlite import SqliteStore
 
 
 class SqliteHarness:
+    """SQLite with synchronous=NORMAL (writer on the event loop) or FULL (writer thread)."""
+
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
+        self.synchronous = synchronous
         upgrade(self.url)
 
     def make(self, **kwargs: Any) -> SqliteStore:
+        kwargs.setdefault("synchronous", self.synchronous)
         return SqliteStore(self.url, **kwargs)
 
     def count(self, table: str) -> int:
@@ -135,10 +139,12 @@ def postgres_url() -> Iterator[str]:
         drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-full", "postgresql"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> SqliteHarness | PostgresHarness:
     if request.param == "sqlite":
         return SqliteHarness(tmp_path / "kefu.db")
+    if request.param == "sqlite-full":
+        return SqliteHarness(tmp_path / "kefu.db", "FULL")
     pg = PostgresHarness(request.getfixturevalue("postgres_url"))
     pg.reset()
     return pg

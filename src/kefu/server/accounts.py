@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kefu.store.base import Account, Store
+from kefu.store.base import Account, AccountExists, Store
 from kefu.tokens import TokenError, verify
 
 
@@ -28,7 +28,7 @@ class Accounts:
         return await self._store.get_account_by_username(username)
 
     async def _upsert(self, account: Account) -> None:
-        other = await self._store.get_account_by_username(account.username)
-        if other is not None and other.id != account.id:
-            raise TokenError(f"username {account.username!r} belongs to another account")
-        await self._store.upsert_account(account)
+        try:
+            await self._store.upsert_account(account)
+        except AccountExists:
+            raise TokenError(f"username {account.username!r} belongs to another account") from None

@@ -30,6 +30,7 @@ from kefu.store.writer import (
     Callback,
     Item,
     SetRate,
+    UpsertAccount,
     WriteOp,
     WriterStats,
     _Call,
@@ -108,7 +109,7 @@ class AsyncWriter:
             raise StoreUnavailable("store is not running")
         self._put(_Record(record))
 
-    def call(self, op: SetRate) -> asyncio.Future[Any]:
+    def call(self, op: SetRate | UpsertAccount) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._running_loop().create_future()
         self._put(_Call(op, future))
         return future

@@ -36,8 +36,10 @@ from sqlalchemy.engine import URL, make_url
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.store import queries
+from kefu.store.aiowriter import AsyncWriter
 from kefu.store.base import (
     Account,
+    AccountExists,
     AppendDone,
     Appended,
     Conversation,
@@ -50,7 +52,7 @@ from kefu.store.base import (
     StoreError,
 )
 from kefu.store.tables import from_us, metadata, to_us
-from kefu.store.writer import SetRate, ThreadWriter, WriteOp
+from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -68,6 +70,16 @@ _ENQUEUE = (
     " ON CONFLICT (user_id) DO UPDATE SET queued_at = excluded.queued_at, seq = excluded.seq"
 )
 _DEQUEUE = "DELETE FROM queue_entries WHERE user_id = ?"
+_UPSERT_ACCOUNT = (
+    "INSERT INTO accounts (id, username, role, nickname, avatar, password_hash, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    " username = excluded.username, role = excluded.role, nickname = excluded.nickname,"
+    " avatar = excluded.avatar,"
+    " password_hash = COALESCE(excluded.password_hash, accounts.password_hash)"
+)
+_READ_ACCOUNT = (
+    "SELECT id, username, role, nickname, avatar, password_hash FROM accounts WHERE "
+)
 _OPEN = (
     "INSERT INTO conversations (id, user_id, waiter_id, opened_at, queued_at)"
     " VALUES (?, ?, ?, ?, ?)"
@@ -125,6 +137,7 @@ class SqliteBackend:
             OpenConversation: self._open,
             CloseConversation: self._close,
             SetRate: self._rate,
+            UpsertAccount: self._upsert,
         }
 
     def open(self) -> None:
@@ -155,6 +168,10 @@ class SqliteBackend:
         if self._con is not None:
             self._con.close()
             self._con = self._cur = None
+
+    @property
+    def connected(self) -> bool:
+        return self._cur is not None
 
     def is_item_error(self, exc: BaseException) -> bool:
         return isinstance(exc, _ITEM_ERRORS)
@@ -244,6 +261,52 @@ class SqliteBackend:
         assert self._cur is not None
         return self._cur.execute(_RATE, (r.rate, r.conversation_id)).rowcount == 1
 
+    def _upsert(self, r: UpsertAccount) -> bool:
+        assert self._cur is not None
+        a = r.account
+        row = (a.id, a.username, a.role, a.nickname, a.avatar, a.password_hash, to_us(r.now))
+        try:
+            self._cur.execute(_UPSERT_ACCOUNT, row)
+        except sqlite3.IntegrityError:  # the username belongs to another id
+            return False
+        return True
+
+    def read_account(self, column: str, value: str) -> Account | None:
+        """One account by id or username, read on the writer's own connection."""
+        assert column in ("id", "username") and self._cur is not None
+        row = self._cur.execute(_READ_ACCOUNT + column + " = ?", (value,)).fetchone()
+        if row is None:
+            return None
+        return Account(row[0], row[1], row[2], row[3], row[4] or "", row[5])
+
+
+class _OnTheLoop:
+    """The SQLite write path run on the event loop itself (synchronous=NORMAL).
+
+    Why not a thread: the writer thread and the event loop fight over the GIL.
+    sqlite3 releases it around every statement, the loop takes it, and the
+    writer waits up to a switch interval (5 ms) to get it back, once per row:
+    at a few thousand messages per second that convoy adds tens of ms to every
+    ack. In WAL mode with synchronous=NORMAL a commit does not fsync, so a
+    batch costs the loop a few microseconds per row. With synchronous=FULL each
+    commit waits for the disk, which a thread does better.
+    """
+
+    def __init__(self, backend: SqliteBackend) -> None:
+        self.backend = backend
+
+    async def open(self) -> None:
+        self.backend.open()
+
+    async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
+        return self.backend.execute(ops, isolate)
+
+    def is_item_error(self, exc: BaseException) -> bool:
+        return self.backend.is_item_error(exc)
+
+    async def close(self) -> None:
+        self.backend.close()
+
 
 class SqliteStore:
     """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
@@ -264,7 +327,12 @@ class SqliteStore:
         self.busy_timeout = busy_timeout
         self._clock = clock
         self.backend = SqliteBackend(self.path, synchronous, busy_timeout)
-        self.writer = ThreadWriter(self.backend, max_batch=max_batch)
+        self.inline = synchronous == "NORMAL"
+        self.writer: AsyncWriter | ThreadWriter
+        if self.inline:
+            self.writer = AsyncWriter(_OnTheLoop(self.backend), max_batch=max_batch)
+        else:
+            self.writer = ThreadWriter(self.backend, max_batch=max_batch)
         self._engine: Engine | None = None
 
     async def start(self) -> None:
@@ -318,13 +386,19 @@ class SqliteStore:
         return await self._run(queries.create_account, account, self._clock())
 
     async def get_account(self, account_id: str) -> Account | None:
+        if self.inline and self.backend.connected:  # an indexed lookup: no thread hop
+            return self.backend.read_account("id", account_id)
         return await self._run(queries.get_account, account_id)
 
     async def get_account_by_username(self, username: str) -> Account | None:
+        if self.inline and self.backend.connected:
+            return self.backend.read_account("username", username)
         return await self._run(queries.get_account_by_username, username)
 
     async def upsert_account(self, account: Account) -> None:
-        await self._run(queries.upsert_account, account, self._clock())
+        """Through the writer, so a burst of new accounts shares one commit."""
+        if not await self.writer.call(UpsertAccount(account, self._clock())):
+            raise AccountExists(f"username {account.username!r} is taken")
 
     async def history(
         self, user_id: str, before: str | None = None, limit: int = 100

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeAlias
 
-from kefu.store.base import AppendDone, LifecycleWrite, NewMessage, StoreUnavailable
+from kefu.store.base import Account, AppendDone, LifecycleWrite, NewMessage, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,15 @@ class SetRate:
     rate: int
 
 
-WriteOp: TypeAlias = NewMessage | LifecycleWrite | SetRate
+@dataclass(frozen=True, slots=True)
+class UpsertAccount:
+    """Insert or update an account by id; the backend returns False if the username is taken."""
+
+    account: Account
+    now: float
+
+
+WriteOp: TypeAlias = NewMessage | LifecycleWrite | SetRate | UpsertAccount
 
 
 class BatchBackend(Protocol):
@@ -101,7 +109,7 @@ class _Record:
 class _Call:
     __slots__ = ("future", "op")
 
-    def __init__(self, op: SetRate, future: asyncio.Future[Any]) -> None:
+    def __init__(self, op: SetRate | UpsertAccount, future: asyncio.Future[Any]) -> None:
         self.op = op
         self.future = future
 
@@ -276,7 +284,7 @@ class ThreadWriter:
             raise StoreUnavailable("store is not running")
         self._queue.put(_Record(record))
 
-    def call(self, op: SetRate) -> asyncio.Future[Any]:
+    def call(self, op: SetRate | UpsertAccount) -> asyncio.Future[Any]:
         """Queue `op`; the future gets the backend's result or `StoreUnavailable`."""
         loop = self._running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,29 @@ _CLOSE = object()
 
 
 class Connection:
-    """One WebSocket, as the rest of the server sees it."""
+    """One WebSocket, as the rest of the server sees it.
+
+    Frames wait in a deque; a writer task exists only while there is
+    something to send, so an idle socket costs no task and no queue object.
+    """
+
+    __slots__ = (
+        "_dead",
+        "_frames",
+        "_limit",
+        "_sent",
+        "_writer",
+        "account",
+        "auth_failures",
+        "closing",
+        "last_activity",
+        "refilled",
+        "side",
+        "socket",
+        "strikes",
+        "tokens",
+        "ws",
+    )
 
     def __init__(self, socket: str, ws: WebSocket, side: str, queue_size: int) -> None:
         self.socket = socket
@@ -39,31 +62,36 @@ class Connection:
         self.tokens = 0.0  # rate-limit bucket
         self.refilled = 0.0
         self.strikes = 0  # frames refused by the rate limit in a row
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self._frames: deque[Any] = deque()
+        self._limit = queue_size
         self._writer: asyncio.Task[None] | None = None
-        self._sent = asyncio.Event()  # set by the writer after each frame it sent
-        self._dead = False  # the writer has ended: nothing queued will be sent
+        self._sent: asyncio.Event | None = None  # made by wait_below, set after each frame
+        self._dead = False  # the peer is gone: nothing queued will be sent
 
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        """Nothing to start: the writer task is made when the first frame is queued."""
 
     def push(self, data: bytes) -> None:
         """Queue one encoded frame; closes the socket with 1013 if the queue is full."""
-        if self.closing is not None:
+        if self.closing is not None or self._dead:
             return
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self._drop_queue()
+        if len(self._frames) >= self._limit:
+            self._frames.clear()
             self.close(CLOSE_TRY_AGAIN)
+            return
+        self._frames.append(data)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     @property
     def queue_size(self) -> int:
-        return self._queue.maxsize
+        return self._limit
 
     async def wait_below(self, frames: int) -> bool:
         """Wait until fewer than `frames` frames are queued; False once the socket is closing."""
-        while self.closing is None and not self._dead and self._queue.qsize() >= frames:
+        while self.closing is None and not self._dead and len(self._frames) >= frames:
+            if self._sent is None:
+                self._sent = asyncio.Event()
             self._sent.clear()
             await self._sent.wait()
         return self.closing is None and not self._dead
@@ -73,41 +101,43 @@ class Connection:
         if self.closing is not None:
             return
         self.closing = code
-        self._sent.set()  # wake anyone in wait_below
-        try:
-            self._queue.put_nowait((_CLOSE, code))
-        except asyncio.QueueFull:
-            self._drop_queue()
-            self._queue.put_nowait((_CLOSE, code))
-
-    def _drop_queue(self) -> None:
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        if self._sent is not None:
+            self._sent.set()  # wake anyone in wait_below
+        if len(self._frames) >= self._limit:
+            self._frames.clear()
+        self._frames.append((_CLOSE, code))
+        if self._writer is None and not self._dead:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
         send = self.ws.send
-        queue = self._queue
-        sent = self._sent
+        frames = self._frames
         try:
-            while True:
-                item = await queue.get()
+            while frames:
+                item = frames.popleft()
                 if type(item) is bytes:
                     await send({"type": "websocket.send", "text": item.decode()})
-                    sent.set()
+                    if self._sent is not None:
+                        self._sent.set()
                     continue
                 await send({"type": "websocket.close", "code": item[1], "reason": ""})
+                self._dead = True
                 return
         except Exception:  # the peer went away; the reader loop notices and cleans up
-            return
-        finally:
             self._dead = True
-            sent.set()
+            frames.clear()
+        finally:
+            self._writer = None
+            if self._sent is not None:
+                self._sent.set()
 
     async def stop(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
+        self._dead = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await writer
 
 
 class Registry:

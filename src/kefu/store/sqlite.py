@@ -173,6 +173,10 @@ class SqliteBackend:
     def connected(self) -> bool:
         return self._cur is not None
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        assert self._con is not None
+        self._con.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
     def is_item_error(self, exc: BaseException) -> bool:
         return isinstance(exc, _ITEM_ERRORS)
 
@@ -297,9 +301,25 @@ class _OnTheLoop:
 
     async def open(self) -> None:
         self.backend.open()
+        self.backend.set_busy_timeout(0)  # never block the loop: wait for the lock below
 
     async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
-        return self.backend.execute(ops, isolate)
+        """Run the batch; while another connection holds the write lock, wait without blocking.
+
+        The write lock is taken by BEGIN IMMEDIATE, before any statement, so a
+        refused attempt changed nothing and is simply tried again, for at most
+        the busy timeout.
+        """
+        deadline = time.monotonic() + self.backend.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                return self.backend.execute(ops, isolate)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def is_item_error(self, exc: BaseException) -> bool:
         return self.backend.is_item_error(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
@@ -106,6 +107,25 @@ def expect_chatting(page: Page, waiter_person: Person) -> None:
 
 def bubbles(scope: Page | Locator, text: str) -> Locator:
     return scope.locator(".msg .bubble", has_text=text)
+
+
+# ---------------------------------------------------------------- both
+
+
+def start_chat(
+    make_server: Callable[..., Server],
+    new_page: Callable[..., Page],
+    visitor_name: str = "Victor Visitor",
+    **settings: Any,
+) -> tuple[Server, Person, Person, Page, Page]:
+    """A fresh server, a ready waiter in the console and a visitor chatting with them in
+    the widget: (server, waiter, visitor, console page, widget page)."""
+    srv = make_server(**settings)
+    w, v = waiter(), visitor(visitor_name)
+    console = open_console(new_page("console"), srv, w)
+    page = open_widget(new_page("visitor"), srv, v)
+    expect_chatting(page, w)
+    return srv, w, v, console, page
 
 
 def evaluate(page: Page, script: str, arg: Any = None) -> Any:

@@ -17,6 +17,7 @@ from .helpers import (
     pane,
     select,
     set_ready,
+    start_chat,
     visitor,
     waiter,
     widget_input,
@@ -25,12 +26,8 @@ from .helpers import (
 
 
 def test_visitor_and_waiter_chat_both_ways(make_server, new_page):
-    srv = make_server()
-    w, v = waiter("Wendy Waiter"), visitor("Victor Visitor")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
+    srv, _, v, console, page = start_chat(make_server, new_page)
 
-    expect_chatting(page, w)
     expect(page.locator(".head .avatar")).to_have_text("WW")  # initials when no avatar URL
     expect(
         page.locator(".notice", has_text="You are now chatting with Wendy Waiter")
@@ -76,11 +73,7 @@ def test_visitor_and_waiter_chat_both_ways(make_server, new_page):
 
 
 def test_image_form_accepts_only_http_links(make_server, new_page):
-    srv = make_server()
-    w, v = waiter(), visitor()
-    open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, _, _, _, page = start_chat(make_server, new_page)
     page.get_by_role("button", name="Send an image link").click()
     box = page.get_by_role("textbox", name="Image URL")
     for bad in ("javascript:alert(1)", "data:image/png;base64,AAAA", "ftp://example.com/x.png"):
@@ -147,11 +140,7 @@ def test_paused_waiter_takes_nobody_until_ready(make_server, new_page):
 
 
 def test_visitor_ends_the_chat_and_can_start_again(make_server, new_page):
-    srv = make_server()
-    w, v = waiter(), visitor("Val Vance")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, w, v, console, page = start_chat(make_server, new_page, "Val Vance")
     page.locator(".head").get_by_role("button", name="End chat").click()
     expect(page.locator(".card.ended")).to_be_visible(timeout=STEP)
     expect(page.locator(".card.rating")).to_be_visible()  # offered after a chat
@@ -166,11 +155,7 @@ def test_visitor_ends_the_chat_and_can_start_again(make_server, new_page):
 
 
 def test_unread_badge_while_the_panel_is_closed(make_server, new_page):
-    srv = make_server()
-    w, v = waiter(), visitor()
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, _, v, console, page = start_chat(make_server, new_page)
     page.get_by_role("button", name="Minimize chat").click()
     expect(page.locator(".panel")).to_be_hidden()
     launcher = page.locator(".launcher")

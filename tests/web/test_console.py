@@ -20,6 +20,7 @@ from .helpers import (
     open_widget,
     pane,
     select,
+    start_chat,
     visitor,
     waiter,
     widget_send,
@@ -208,11 +209,7 @@ def test_unread_counts_and_waiting_time(make_server, new_page):
 
 
 def test_past_sessions_and_earlier_messages(make_server, new_page):
-    srv = make_server()
-    w, v = waiter(), visitor("Hal History")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, w, v, console, page = start_chat(make_server, new_page, "Hal History")
     widget_send(page, "first visit question")
     console_send(console, v, "first visit answer")
     p = select(console, v)

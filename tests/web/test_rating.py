@@ -7,22 +7,14 @@ from playwright.sync_api import expect
 from .helpers import (
     STEP,
     conversation,
-    expect_chatting,
-    open_console,
-    open_widget,
     pane,
     select,
-    visitor,
-    waiter,
+    start_chat,
 )
 
 
 def test_rating_round_trip(make_server, new_page):
-    srv = make_server()
-    w, v = waiter("Wendy Waiter"), visitor("Rita Rater")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, _, v, console, page = start_chat(make_server, new_page, "Rita Rater")
 
     p = select(console, v)
     p.get_by_role("button", name="Ask for rating").click()
@@ -55,11 +47,7 @@ def test_rating_round_trip(make_server, new_page):
 
 
 def test_rating_offered_after_the_waiter_ends_the_chat(make_server, new_page):
-    srv = make_server()
-    w, v = waiter(), visitor("Rob Later")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, _, v, console, page = start_chat(make_server, new_page, "Rob Later")
     select(console, v).get_by_role("button", name="End chat").click()
     card = page.get_by_role("group", name="Rate this chat")
     expect(card).to_be_visible(timeout=STEP)

@@ -15,23 +15,18 @@ from .helpers import (
     console_send,
     conversation,
     expect_chatting,
-    open_console,
     open_widget,
     pane,
     select,
+    start_chat,
     visitor,
-    waiter,
     widget_send,
 )
 
 
 @pytest.mark.parametrize("how", ["restart", "crash"])
 def test_pages_reconnect_and_resume_after_the_server_goes_away(make_server, new_page, how):
-    srv = make_server(resume_grace=30)
-    w, v = waiter("Wendy Waiter"), visitor("Rene Resume")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    srv, w, v, console, page = start_chat(make_server, new_page, "Rene Resume", resume_grace=30)
     widget_send(page, "one: before")
     console_send(console, v, "two: answer before")
     expect(bubbles(page, "two: answer before")).to_have_count(1, timeout=STEP)
@@ -92,11 +87,7 @@ def test_pages_reconnect_and_resume_after_the_server_goes_away(make_server, new_
 def test_console_holds_a_chat_whose_visitor_comes_back_late(make_server, new_page):
     """After a restart the server announces a customer only when it is back; the
     console keeps the chat ("reconnecting") and its replies until then."""
-    srv = make_server(resume_grace=30)
-    w, v = waiter(), visitor("Lou Late")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    srv, w, v, console, page = start_chat(make_server, new_page, "Lou Late", resume_grace=30)
     widget_send(page, "hello before")
 
     page.context.set_offline(True)  # the visitor's network is down for a while

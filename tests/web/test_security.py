@@ -13,12 +13,12 @@ from .helpers import (
     bubbles,
     console_send,
     conversation,
-    expect_chatting,
     open_console,
     open_widget,
     pane,
     person,
     select,
+    start_chat,
     waiter,
     widget_send,
 )
@@ -141,11 +141,7 @@ def test_no_code_assigns_html():
 
 def test_no_csp_violations_while_chatting(make_server, new_page):
     """A whole chat under the real CSP: the conftest fails on any violation report."""
-    srv = make_server()
-    w, v = waiter(), person("user", nickname="Csp Check", avatar="")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, _, v, console, page = start_chat(make_server, new_page, "Csp Check")
     widget_send(page, "hello")
     select(console, v)
     console_send(console, v, "hi")

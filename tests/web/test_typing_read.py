@@ -12,6 +12,7 @@ from .helpers import (
     open_widget,
     pane,
     select,
+    start_chat,
     visitor,
     waiter,
     widget_input,
@@ -20,11 +21,7 @@ from .helpers import (
 
 
 def test_typing_indicator_both_ways(make_server, new_page):
-    srv = make_server()
-    w, v = waiter("Wendy Waiter"), visitor("Tom Typer")
-    console = open_console(new_page("console"), srv, w)
-    page = open_widget(new_page("visitor"), srv, v)
-    expect_chatting(page, w)
+    _, _, v, console, page = start_chat(make_server, new_page, "Tom Typer")
     p = select(console, v)
 
     widget_input(page).press_sequentially("Where is my", delay=20)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from kefu.store.base import AppendDone, LifecycleWrite, NewMessage, StoreUnavailable
 from kefu.store.writer import (
+    BatchSteps,
     Callback,
     Item,
     SetRate,
@@ -35,9 +36,9 @@ from kefu.store.writer import (
     WriterStats,
     _Call,
     _Marker,
-    _op,
     _Record,
     _run_calls,
+    retry_delay,
     settle_failure,
     settle_success,
 )
@@ -54,7 +55,7 @@ class AsyncBatchBackend(Protocol):
     async def close(self) -> None: ...
 
 
-class AsyncWriter:
+class AsyncWriter(BatchSteps):
     def __init__(
         self,
         backend: AsyncBatchBackend,
@@ -160,37 +161,22 @@ class AsyncWriter:
                 calls, carry = settle_failure(batch, exc, 0, self.stats)
             _run_calls(loop, calls)
             if carry:
-                attempts = max(i.attempts for i in carry if isinstance(i, _Record))
-                await asyncio.sleep(min(0.05 * 2 ** (attempts - 1), self._retry_cap))
+                await asyncio.sleep(retry_delay(carry, self._retry_cap))
 
     async def _process(self, batch: list[Item]) -> tuple[list[Callback], list[Item]]:
-        ops = [op for op in map(_op, batch) if op is not None]
-        if any(isinstance(i, _Marker) and i.stop for i in batch):
-            self._stopping = True
+        ops = self._begin(batch)
         if not ops:
             return settle_success(batch, []), []
-        stats = self.stats
-        stats.batches += 1
-        stats.ops += len(ops)
-        stats.largest = max(stats.largest, len(ops))
         backend = self._backend
         try:
             results = await backend.execute(ops, False)
         except Exception as exc:
             if not backend.is_item_error(exc):
                 return self._failed(batch, exc)
-            stats.isolated += 1
+            self.stats.isolated += 1
             try:
                 results = await backend.execute(ops, True)
             except Exception as exc2:
                 return self._failed(batch, exc2)
-        stats.commits += 1
+        self.stats.commits += 1
         return settle_success(batch, results), []
-
-    def _failed(self, batch: list[Item], exc: Exception) -> tuple[list[Callback], list[Item]]:
-        self.stats.failures += 1
-        log.warning("store batch of %d items rolled back: %r", len(batch), exc)
-        calls, carry = settle_failure(batch, exc, self._max_attempts, self.stats)
-        if any(isinstance(i, _Marker) and i.stop for i in carry):
-            self._stopping = False  # the stop marker waits for the retried records
-        return calls, carry

@@ -77,9 +77,7 @@ _UPSERT_ACCOUNT = (
     " avatar = excluded.avatar,"
     " password_hash = COALESCE(excluded.password_hash, accounts.password_hash)"
 )
-_READ_ACCOUNT = (
-    "SELECT id, username, role, nickname, avatar, password_hash FROM accounts WHERE "
-)
+_READ_ACCOUNT = "SELECT id, username, role, nickname, avatar, password_hash FROM accounts WHERE "
 _OPEN = (
     "INSERT INTO conversations (id, user_id, waiter_id, opened_at, queued_at)"
     " VALUES (?, ?, ?, ?, ?)"

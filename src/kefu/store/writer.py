@@ -230,7 +230,42 @@ def _run_calls(loop: asyncio.AbstractEventLoop, calls: list[Callback]) -> None:
             )
 
 
-class ThreadWriter:
+def retry_delay(carry: Sequence[Item], cap: float) -> float:
+    """Seconds to wait before running `carry` again: 50 ms doubling per try, at most `cap`."""
+    attempts = max(i.attempts for i in carry if isinstance(i, _Record))
+    return min(0.05 * 2.0 ** (attempts - 1), cap)
+
+
+class BatchSteps:
+    """The steps of one batch that `ThreadWriter` and `aiowriter.AsyncWriter` share."""
+
+    stats: WriterStats
+    _max_attempts: int
+    _stopping: bool
+
+    def _begin(self, batch: list[Item]) -> list[WriteOp]:
+        """The batch's ops, counted in `stats`; a stop marker ends the writer after the batch."""
+        ops = [op for op in map(_op, batch) if op is not None]
+        if any(isinstance(i, _Marker) and i.stop for i in batch):
+            self._stopping = True
+        if ops:
+            stats = self.stats
+            stats.batches += 1
+            stats.ops += len(ops)
+            stats.largest = max(stats.largest, len(ops))
+        return ops
+
+    def _failed(self, batch: list[Item], exc: Exception) -> tuple[list[Callback], list[Item]]:
+        """The batch was rolled back as a whole: callbacks, and the items to run again."""
+        self.stats.failures += 1
+        log.warning("store batch of %d items rolled back: %r", len(batch), exc)
+        calls, carry = settle_failure(batch, exc, self._max_attempts, self.stats)
+        if any(isinstance(i, _Marker) and i.stop for i in carry):
+            self._stopping = False  # the stop marker waits for the retried records
+        return calls, carry
+
+
+class ThreadWriter(BatchSteps):
     """The group-commit writer on a dedicated thread, for blocking database drivers."""
 
     def __init__(
@@ -342,8 +377,7 @@ class ThreadWriter:
                     calls, carry = settle_failure(batch, exc, 0, self.stats)
                 self._post(calls)
                 if carry:
-                    attempts = max(i.attempts for i in carry if isinstance(i, _Record))
-                    time.sleep(min(0.05 * 2 ** (attempts - 1), 2.0))
+                    time.sleep(retry_delay(carry, 2.0))
         finally:
             try:
                 self._backend.close()
@@ -360,37 +394,22 @@ class ThreadWriter:
             pass
 
     def _process(self, batch: list[Item]) -> tuple[list[Callback], list[Item]]:
-        ops = [op for op in map(_op, batch) if op is not None]
-        for item in batch:
-            if isinstance(item, _Marker) and item.stop:
-                self._stopping = True
+        ops = self._begin(batch)
         if not ops:
             return settle_success(batch, []), []
-        stats = self.stats
-        stats.batches += 1
-        stats.ops += len(ops)
-        stats.largest = max(stats.largest, len(ops))
         backend = self._backend
         try:
             results = backend.execute(ops, False)
         except Exception as exc:
             if not backend.is_item_error(exc):
                 return self._failed(batch, exc)
-            stats.isolated += 1
+            self.stats.isolated += 1
             try:
                 results = backend.execute(ops, True)
             except Exception as exc2:
                 return self._failed(batch, exc2)
-        stats.commits += 1
+        self.stats.commits += 1
         return settle_success(batch, results), []
-
-    def _failed(self, batch: list[Item], exc: Exception) -> tuple[list[Callback], list[Item]]:
-        self.stats.failures += 1
-        log.warning("store batch of %d items rolled back: %r", len(batch), exc)
-        calls, carry = settle_failure(batch, exc, self._max_attempts, self.stats)
-        if any(isinstance(i, _Marker) and i.stop for i in carry):
-            self._stopping = False  # the stop marker waits for the retried records
-        return calls, carry
 
     def _post(self, calls: list[Callback]) -> None:
         loop = self._loop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         await store.start()
         try:
             await runtime.restore()
+            tune_gc()
             yield
         finally:
             await runtime.close()
@@ -56,6 +58,20 @@ def create_app(settings: Settings) -> Starlette:
     app.state.runtime = runtime
     app.state.store = store
     return app
+
+
+def tune_gc() -> None:
+    """Keep the cyclic collector off the message path.
+
+    Almost everything a message allocates is freed by reference counting, but
+    the default thresholds still run full collections over every long-lived
+    object (accounts, connections, the app) every few seconds under load:
+    15-100 ms pauses. Freezing what exists at start and collecting the young
+    generations less often keeps pauses to a few ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 # -- one node or a cluster member (KEFU_BROKER_URL) -----------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -53,6 +54,9 @@ from kefu.store.base import (
 )
 from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp
+
+CHECKPOINT_INTERVAL = 0.5  # seconds between WAL checkpoints (on-loop writer)
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -172,8 +176,11 @@ class SqliteBackend:
         return self._cur is not None
 
     def set_busy_timeout(self, seconds: float) -> None:
+        self.pragma(f"busy_timeout={int(seconds * 1000)}")
+
+    def pragma(self, setting: str) -> None:
         assert self._con is not None
-        self._con.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        self._con.execute(f"PRAGMA {setting}")
 
     def is_item_error(self, exc: BaseException) -> bool:
         return isinstance(exc, _ITEM_ERRORS)
@@ -300,6 +307,7 @@ class _OnTheLoop:
     async def open(self) -> None:
         self.backend.open()
         self.backend.set_busy_timeout(0)  # never block the loop: wait for the lock below
+        self.backend.pragma("wal_autocheckpoint=0")  # checkpoints (fsync) run in a thread
 
     async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
         """Run the batch; while another connection holds the write lock, wait without blocking.
@@ -352,9 +360,14 @@ class SqliteStore:
         else:
             self.writer = ThreadWriter(self.backend, max_batch=max_batch)
         self._engine: Engine | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.writer.start()
+        if self.inline:
+            self._checkpointer = asyncio.get_running_loop().create_task(
+                self._checkpoints(), name="kefu-sqlite-checkpoints"
+            )
         engine = create_engine(
             URL.create("sqlite", database=self.path),
             hide_parameters=True,  # errors must not carry message bodies into logs
@@ -367,8 +380,37 @@ class SqliteStore:
         dbapi_connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
+    async def _checkpoints(self) -> None:
+        """Copy the WAL into the database from a thread, so the loop never waits for fsync.
+
+        The writer on the loop has automatic checkpoints off (they would fsync
+        inside its commits). A PASSIVE checkpoint never blocks the writer; the
+        WAL starts over once a checkpoint has caught up with it.
+        """
+        con = sqlite3.connect(self.path, check_same_thread=False, timeout=self.busy_timeout)
+        try:
+            con.execute("PRAGMA journal_size_limit=67108864")
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL)
+                try:
+                    await asyncio.to_thread(con.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # busy or I/O trouble: the next round tries again
+                    log.warning("WAL checkpoint failed: %s", type(exc).__name__)
+        finally:
+            await asyncio.to_thread(con.close)
+
     async def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
         await self.writer.stop()
+        if self.inline and os.path.exists(self.path):
+            with contextlib.suppress(sqlite3.Error):  # leave a small WAL behind
+                con = sqlite3.connect(self.path, timeout=self.busy_timeout)
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                con.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

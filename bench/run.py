@@ -633,6 +633,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
                 "sustained": f"{sum(ph['sustained'] for ph in phs)}/{len(phs)}",
                 "gen_cpu": med([ph["gen_cpu"] for ph in phs]),
                 "other_cpu": med([ph["other_cpu"] for ph in phs]),
+                "cores": med([ph["server_cpu_s"]["server"] / ph["wall_s"] for ph in phs]),
             }
             for rate, phs in sorted(by_rate.items())
         }
@@ -791,6 +792,8 @@ def report(res: dict[str, Any], s: dict[str, Any]) -> str:
                         "-",
                         "-",
                         "-",
+                        "-",
+                        "-",
                     ]
                 )
                 continue
@@ -808,7 +811,9 @@ def report(res: dict[str, Any], s: dict[str, Any]) -> str:
                     dl,
                     ak,
                     r["sustained"],
+                    fmt(r["cores"], 2),
                     f"{r['lag_p99'][0]:.2f}" if r["lag_p99"] else "-",
+                    fmt(r["other_cpu"], 2),
                 ]
             )
     out.append(
@@ -820,7 +825,9 @@ def report(res: dict[str, Any], s: dict[str, Any]) -> str:
                 "user->waiter p50/p99/p99.9",
                 "user->ack p50/p99/p99.9",
                 "sustained",
+                "server cores",
                 "send lag p99",
+                "other load",
             ],
             rows,
         )

@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
@@ -31,9 +32,9 @@ WEB_DIR = Path(__file__).parent / "web"
 def create_app(settings: Settings) -> Starlette:
     secret = settings.signing_secret()
     store = open_store(settings)
-    runtime = _runtime(settings, store)
+    runtime, history, status = _node(settings, store)
     accounts = Accounts(store, secret)
-    gateway = Gateway(runtime, accounts, _history(runtime, store))
+    gateway = Gateway(runtime, accounts, history)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,7 +52,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         WebSocketRoute("/v1/ws/connect/user", gateway.user_endpoint),
         WebSocketRoute("/v1/ws/connect/waiter", gateway.waiter_endpoint),
-        Route("/v1/ws/status", _status_endpoint(runtime)),
+        Route("/v1/ws/status", status),
         *web_routes(settings, accounts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -75,31 +76,16 @@ def tune_gc() -> None:
 
 
 # -- one node or a cluster member (KEFU_BROKER_URL) -----------------------------------
-def _runtime(settings: Settings, store: Store) -> Runtime:
+def _node(settings: Settings, store: Store) -> tuple[Runtime, History, Any]:
+    """The runtime, history reader and status endpoint of a single node or a cluster node."""
     ids = IdGenerator(settings.node_id)
     if not settings.broker_url:
-        return Runtime(settings, store, ids)
+        runtime = Runtime(settings, store, ids)
+        return runtime, History(runtime, store), status_endpoint(runtime)
     if not settings.secret:  # a generated key would differ per node: tokens would not travel
         raise ValueError("a cluster node needs KEFU_SECRET, the same on every node")
     from kefu.broker import open_broker
-    from kefu.server.cluster import ClusterRuntime
+    from kefu.server.cluster import ClusterHistory, ClusterRuntime, cluster_status_endpoint
 
-    return ClusterRuntime(settings, store, ids, open_broker(settings))
-
-
-def _history(runtime: Runtime, store: Store) -> History:
-    if runtime.settings.broker_url:
-        from kefu.server.cluster import ClusterHistory, ClusterRuntime
-
-        assert isinstance(runtime, ClusterRuntime)
-        return ClusterHistory(runtime, store)
-    return History(runtime, store)
-
-
-def _status_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
-    if runtime.settings.broker_url:
-        from kefu.server.cluster import ClusterRuntime, cluster_status_endpoint
-
-        assert isinstance(runtime, ClusterRuntime)
-        return cluster_status_endpoint(runtime)
-    return status_endpoint(runtime)
+    node = ClusterRuntime(settings, store, ids, open_broker(settings))
+    return node, ClusterHistory(node, store), cluster_status_endpoint(node)

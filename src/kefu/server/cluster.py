@@ -42,7 +42,6 @@ from kefu.core import commands as c
 from kefu.core import events as e
 from kefu.core.switchboard import Status
 from kefu.ids import IdGenerator
-from kefu.protocol.out import encode
 from kefu.server.connections import Connection
 from kefu.server.history import History
 from kefu.server.leader import STATUS_KEY, Leader
@@ -318,23 +317,12 @@ class ClusterRuntime(Runtime):
         ref = self._remote.get(socket)
         return ref[0] if ref is not None else None
 
-    def send_remote(
-        self,
-        socket: str,
-        type_: str,
-        *,
-        frm: str | None = None,
-        payload: Any = None,
-        id_: str | None = None,
-        op_id: str | None = None,
-        ts: float | None = None,
-    ) -> None:
+    remote_delivery = True
+
+    def send_remote(self, socket: str, frame: bytes) -> None:
         node = self.node_of(socket)
-        if node is None or node == self.node:
-            return
-        ts = time.time() if ts is None else ts
-        frame = encode(type_, socket, ts, frm=frm, id_=id_, op_id=op_id, payload=payload)
-        self.outbox(node).push(frame_message(socket, frame))
+        if node is not None and node != self.node:
+            self.outbox(node).push(frame_message(socket, frame))
 
     # -- what arrives on this node's channel -------------------------------------------------------
     def _on_message(self, data: bytes) -> None:

@@ -68,9 +68,6 @@ class Connection:
         self._sent: asyncio.Event | None = None  # made by wait_below, set after each frame
         self._dead = False  # the peer is gone: nothing queued will be sent
 
-    def start(self) -> None:
-        """Nothing to start: the writer task is made when the first frame is queued."""
-
     def push(self, data: bytes) -> None:
         """Queue one encoded frame; closes the socket with 1013 if the queue is full."""
         if self.closing is not None or self._dead:

@@ -65,7 +65,6 @@ class Gateway:
         conn = Connection(str(uuid.uuid4()), ws, side, self.settings.send_queue_size)
         conn.last_activity = conn.refilled = time.time()
         conn.tokens = float(self.settings.rate_burst)
-        conn.start()
         runtime = self.runtime
         runtime.connections.add(conn)
         loop = asyncio.get_running_loop()

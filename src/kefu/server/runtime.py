@@ -140,29 +140,22 @@ class Runtime:
         op_id: str | None = None,
         ts: float | None = None,
     ) -> None:
-        conn = self.connections.get(socket)
-        if conn is None or socket is None:
-            if socket is not None:  # not here: maybe on another node of a cluster
-                self.send_remote(
-                    socket, type_, frm=frm, payload=payload, id_=id_, op_id=op_id, ts=ts
-                )
+        if socket is None:
             return
+        conn = self.connections.get(socket)
+        if conn is None and not self.remote_delivery:
+            return  # the socket is gone: nothing to encode
         ts = time.time() if ts is None else ts
-        conn.push(encode(type_, socket, ts, frm=frm, id_=id_, op_id=op_id, payload=payload))
+        frame = encode(type_, socket, ts, frm=frm, id_=id_, op_id=op_id, payload=payload)
+        if conn is not None:
+            conn.push(frame)
+        else:
+            self.send_remote(socket, frame)
 
-    def send_remote(
-        self,
-        socket: str,
-        type_: str,
-        *,
-        frm: str | None = None,
-        payload: Any = None,
-        id_: str | None = None,
-        op_id: str | None = None,
-        ts: float | None = None,
-    ) -> None:
-        """A frame for a socket this node does not hold: dropped here; a cluster node
-        (`server/cluster.py`) sends it to the node that holds the socket."""
+    remote_delivery = False  # a cluster node also delivers to sockets other nodes hold
+
+    def send_remote(self, socket: str, frame: bytes) -> None:
+        """An encoded frame for a socket this node does not hold (`server/cluster.py`)."""
 
     def _route(self, cmd: c.Route) -> None:
         self._unroute(cmd.conversation_id)

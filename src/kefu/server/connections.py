@@ -1,10 +1,15 @@
-"""Local sockets: socket UUID -> Connection, each with a bounded send queue and one writer.
+"""Local sockets: socket UUID -> Connection, and how frames reach each socket.
 
-Backpressure: `push` never blocks. When a connection's queue is full its
-reader is too slow; the queue is dropped and the socket closed with 1013, so
-one slow client never stalls the others (it resumes and replays later).
-Bulk senders that can wait (the resume replay) call `wait_below` first, so
-they never overflow the queue themselves.
+Frames pushed to a socket during one pass of the event loop are written
+together, in one `write`, when the pass ends (`Writes`): a batch of acks and
+deliveries costs a system call per socket, not per frame.
+
+Backpressure: `push` never blocks. While a socket's transport buffer is over
+its high-water mark the reader is slow; frames are held (at most
+`send_queue_size`), and when that fills up they are dropped and the socket is
+closed with 1013, so one slow client never stalls the others (it resumes and
+replays later). Bulk senders that can wait (the resume replay) call
+`wait_below` first, so they never overflow it themselves.
 """
 
 from __future__ import annotations
@@ -13,47 +18,86 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from kefu.protocol.codes import CLOSE_TRY_AGAIN
+from kefu.server.direct import DirectWebSocketProtocol
 from kefu.store.base import Account
 
 log = logging.getLogger("kefu.connections")
 
-_CLOSE = object()
+FLUSH_AT = 64  # frames pending for one socket that are written at once, without waiting
+
+
+class Writes:
+    """The sockets with frames pending in this pass of the event loop; flushed once at its end."""
+
+    __slots__ = ("_dirty", "_loop")
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self, conn: Connection) -> None:
+        if not self._dirty:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
+        self._dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
 
 class Connection:
     """One WebSocket, as the rest of the server sees it.
 
-    Frames wait in a deque; a writer task exists only while there is
-    something to send, so an idle socket costs no task and no queue object.
+    An idle socket costs no task and no queue: frames go straight to the
+    transport at the end of the loop pass, and are held only while the
+    client is not reading.
     """
 
     __slots__ = (
+        "_closer",
         "_dead",
-        "_frames",
+        "_held",
         "_limit",
+        "_pending",
         "_sent",
-        "_writer",
+        "_writes",
         "account",
         "auth_failures",
+        "busy",
         "closing",
+        "inbox",
         "last_activity",
         "refilled",
         "side",
+        "sock",
         "socket",
         "strikes",
         "tokens",
         "ws",
     )
 
-    def __init__(self, socket: str, ws: WebSocket, side: str, queue_size: int) -> None:
+    def __init__(
+        self,
+        socket: str,
+        ws: WebSocket,
+        sock: DirectWebSocketProtocol,
+        side: str,
+        queue_size: int,
+        writes: Writes,
+    ) -> None:
         self.socket = socket
         self.ws = ws
+        self.sock = sock
         self.side = side  # "user" | "waiter"
         self.account: Account | None = None
         self.last_activity = 0.0
@@ -62,31 +106,74 @@ class Connection:
         self.tokens = 0.0  # rate-limit bucket
         self.refilled = 0.0
         self.strikes = 0  # frames refused by the rate limit in a row
-        self._frames: deque[Any] = deque()
+        self.busy: asyncio.Task[None] | None = None  # a frame being handled that awaits
+        self.inbox: deque[str | bytes] = deque()  # frames that arrived meanwhile, in order
+        self._pending: list[bytes] = []  # pushed in this loop pass
+        self._held: deque[bytes] | None = None  # not None while the client is not reading
         self._limit = queue_size
-        self._writer: asyncio.Task[None] | None = None
-        self._sent: asyncio.Event | None = None  # made by wait_below, set after each frame
-        self._dead = False  # the peer is gone: nothing queued will be sent
+        self._writes = writes
+        self._sent: asyncio.Event | None = None  # made by wait_below, set as frames leave
+        self._closer: asyncio.Task[None] | None = None
+        self._dead = False  # the peer is gone: nothing will be sent
+        sock.on_writable = self._writable
 
     def push(self, data: bytes) -> None:
-        """Queue one encoded frame; closes the socket with 1013 if the queue is full."""
+        """Send one encoded frame; closes the socket with 1013 if too many are held."""
         if self.closing is not None or self._dead:
             return
-        if len(self._frames) >= self._limit:
-            self._frames.clear()
-            self.close(CLOSE_TRY_AGAIN)
+        held = self._held
+        if held is not None:
+            if len(held) >= self._limit:
+                held.clear()
+                self.close(CLOSE_TRY_AGAIN)
+                return
+            held.append(data)
             return
-        self._frames.append(data)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        pending = self._pending
+        pending.append(data)
+        if len(pending) == 1:
+            self._writes.mark(self)
+        elif len(pending) >= FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the frames pushed so far (called by `Writes` at the end of the loop pass)."""
+        frames = self._pending
+        if not frames:
+            return
+        self._pending = []
+        if self._dead:
+            return
+        if self._held is not None:  # paused since they were pushed
+            self._held.extend(frames)
+        elif not self.sock.write_frames(frames):
+            self._dead = True
+
+    def _writable(self, writable: bool) -> None:
+        if not writable:
+            if self._held is None:
+                self._held = deque()
+            return
+        held, self._held = self._held, None
+        if held and not self._dead:
+            frames = list(held)
+            if not self.sock.write_frames(frames):
+                self._dead = True
+        if self._sent is not None:
+            self._sent.set()
+        if self.closing is not None and self._held is None:
+            self._start_close()
 
     @property
     def queue_size(self) -> int:
         return self._limit
 
     async def wait_below(self, frames: int) -> bool:
-        """Wait until fewer than `frames` frames are queued; False once the socket is closing."""
-        while self.closing is None and not self._dead and len(self._frames) >= frames:
+        """Wait until fewer than `frames` frames are held; False once the socket is closing."""
+        while self.closing is None and not self._dead:
+            held = self._held
+            if held is None or len(held) < frames:
+                break
             if self._sent is None:
                 self._sent = asyncio.Event()
             self._sent.clear()
@@ -94,53 +181,47 @@ class Connection:
         return self.closing is None and not self._dead
 
     def close(self, code: int) -> None:
-        """Close after the frames already queued have been sent."""
+        """Close after the frames already pushed have been sent."""
         if self.closing is not None:
             return
         self.closing = code
         if self._sent is not None:
             self._sent.set()  # wake anyone in wait_below
-        if len(self._frames) >= self._limit:
-            self._frames.clear()
-        self._frames.append((_CLOSE, code))
-        if self._writer is None and not self._dead:
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self.flush()
+        if self._held is None:  # else once the held frames are written (`_writable`)
+            self._start_close()
 
-    async def _write_loop(self) -> None:
-        send = self.ws.send
-        frames = self._frames
-        try:
-            while frames:
-                item = frames.popleft()
-                if type(item) is bytes:
-                    await send({"type": "websocket.send", "text": item.decode()})
-                    if self._sent is not None:
-                        self._sent.set()
-                    continue
-                await send({"type": "websocket.close", "code": item[1], "reason": ""})
-                self._dead = True
-                return
-        except Exception:  # the peer went away; the reader loop notices and cleans up
-            self._dead = True
-            frames.clear()
-        finally:
-            self._writer = None
-            if self._sent is not None:
-                self._sent.set()
+    def _start_close(self) -> None:
+        if self._closer is None and not self._dead:
+            self._closer = asyncio.get_running_loop().create_task(self._close(self.closing or 1000))
+
+    async def _close(self, code: int) -> None:
+        with contextlib.suppress(Exception):  # the peer went away: the endpoint cleans up
+            await self.ws.close(code=code)
+        self._dead = True
+
+    def run(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as this socket's busy task (frames arriving meanwhile wait in `inbox`)."""
+        self.busy = asyncio.get_running_loop().create_task(work)
 
     async def stop(self) -> None:
         self._dead = True
-        writer = self._writer
-        if writer is not None and not writer.done():
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+        self._held = None
+        self._pending = []
+        self.sock.on_frame = None
+        self.sock.on_writable = None
+        for task in (self.busy, self._closer):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 class Registry:
     """The sockets of this node."""
 
     def __init__(self) -> None:
+        self.writes = Writes()
         self._by_socket: dict[str, Connection] = {}
         self._by_account: dict[str, set[str]] = {}
 

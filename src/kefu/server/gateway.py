@@ -1,18 +1,21 @@
 """The two WebSocket endpoints: accept, authenticate, read frames, hand them to the runtime.
 
-One reader loop per socket; everything it sends goes through the
-connection's bounded queue. A bad frame is answered with an `error` frame
+Frames are handled as they arrive (`kefu.server.direct`): the message path
+runs to the store without an await. A frame whose handling must wait (auth,
+history, a rating after the chat) runs as the socket's one busy task, and the
+frames after it wait in order. A bad frame is answered with an `error` frame
 and never closes the socket (oversized frames excepted: 1009).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -25,6 +28,7 @@ from kefu.protocol import codes
 from kefu.protocol import frames as f
 from kefu.server.accounts import Accounts
 from kefu.server.connections import Connection
+from kefu.server.direct import EXTENSION
 from kefu.server.history import History
 from kefu.server.origin import origin_allowed
 from kefu.server.runtime import RouteEntry, Runtime
@@ -41,6 +45,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+REFUSED: tuple[type[BaseException], ...] = (f.FrameError, NotPermitted, *UNAVAILABLE)
+INBOX_HOLD = 32  # frames waiting behind a slow one: stop reading the socket until they are done
 
 
 class Gateway:
@@ -61,53 +67,103 @@ class Gateway:
         if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), self.settings):
             await ws.close(code=codes.CLOSE_POLICY)  # before accept: HTTP 403
             return
+        sock = ws.scope.get("extensions", {}).get(EXTENSION)
+        if sock is None:
+            log.error("chat sockets need kefu's WebSocket protocol: run them with `kefu serve`")
+            await ws.close(code=codes.CLOSE_POLICY)
+            return
         await ws.accept()
-        conn = Connection(str(uuid.uuid4()), ws, side, self.settings.send_queue_size)
+        runtime = self.runtime
+        queue_size = self.settings.send_queue_size
+        conn = Connection(str(uuid.uuid4()), ws, sock, side, queue_size, runtime.connections.writes)
         conn.last_activity = conn.refilled = time.time()
         conn.tokens = float(self.settings.rate_burst)
-        runtime = self.runtime
         runtime.connections.add(conn)
         loop = asyncio.get_running_loop()
         auth_timer = loop.call_later(self.settings.auth_timeout, self._auth_timeout, conn)
+        on_frame = partial(self._on_frame, conn, decoder)
+        sock.on_frame = on_frame
         try:
-            await self._read_loop(ws, conn, decoder)
+            while True:  # frames go to `on_frame` as they arrive; here only the end does
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")  # queued before `on_frame` was set
+                on_frame(raw if raw is not None else message.get("bytes") or b"")
         finally:
             auth_timer.cancel()
+            await conn.stop()
             runtime.connections.remove(conn)
             if conn.account is not None:
                 try:
                     runtime.submit(ev.SocketClosed(conn.socket))
                 except Exception:
                     log.exception("closing socket state failed")
-            await conn.stop()
 
-    async def _read_loop(
-        self, ws: WebSocket, conn: Connection, decoder: msgspec.json.Decoder[Any]
+    def _on_frame(
+        self, conn: Connection, decoder: msgspec.json.Decoder[Any], raw: str | bytes
     ) -> None:
-        receive = ws.receive
-        limit = self.settings.max_frame_bytes
-        for count in itertools.count(1):
-            if count % 32 == 0:
-                await asyncio.sleep(0)  # frames already buffered: let the writers drain first
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
-            if len(raw) > limit:
-                conn.close(codes.CLOSE_TOO_BIG)
-                return
-            now = time.time()
-            conn.last_activity = now
-            if not self._within_rate(conn, now, raw):
-                continue
-            try:
-                frame = f.decode(decoder, raw)
-            except f.FrameError as exc:
-                self._error(conn, codes.INVALID_PARAMS, exc.message, f.op_id_of(exc.data), exc.data)
-                continue
-            await self._dispatch(conn, frame)
+        """One client frame; a frame that must wait (auth, history) holds the ones after it."""
+        if conn.busy is not None:
+            conn.inbox.append(raw)
+            if len(conn.inbox) >= INBOX_HOLD:
+                conn.sock.hold_reading(True)
+            return
+        work = self._frame(conn, decoder, raw)
+        if work is not None:
+            conn.run(self._drain(conn, decoder, work))
+
+    async def _drain(
+        self, conn: Connection, decoder: msgspec.json.Decoder[Any], work: Awaitable[None]
+    ) -> None:
+        try:
+            await work
+            inbox = conn.inbox
+            while inbox and conn.closing is None:
+                next_work = self._frame(conn, decoder, inbox.popleft())
+                if next_work is not None:
+                    await next_work
+        finally:
+            conn.busy = None
+            conn.sock.hold_reading(False)
+
+    def _frame(
+        self, conn: Connection, decoder: msgspec.json.Decoder[Any], raw: str | bytes
+    ) -> Awaitable[None] | None:
+        """Check, decode and dispatch one frame; what must be awaited is returned."""
+        if len(raw) > self.settings.max_frame_bytes:
+            conn.close(codes.CLOSE_TOO_BIG)
+            return None
+        now = time.time()
+        conn.last_activity = now
+        if not self._within_rate(conn, now, raw):
+            return None
+        try:
+            frame = f.decode(decoder, raw)
+        except f.FrameError as exc:
+            self._error(conn, codes.INVALID_PARAMS, exc.message, f.op_id_of(exc.data), exc.data)
+            return None
+        try:
+            work = self._dispatch(conn, frame)
+        except REFUSED as exc:
+            self._refuse(conn, frame, exc)
+            return None
+        return None if work is None else self._guarded(conn, frame, work)
+
+    async def _guarded(self, conn: Connection, frame: f.Frame, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except REFUSED as exc:
+            self._refuse(conn, frame, exc)
+
+    def _refuse(self, conn: Connection, frame: f.Frame, exc: BaseException) -> None:
+        if isinstance(exc, f.FrameError):
+            self._error(conn, codes.INVALID_PARAMS, exc.message, frame.op_id, _raw(frame))
+        elif isinstance(exc, NotPermitted):
+            self._error(conn, codes.NO_PERMISSION, str(exc), frame.op_id)
+        else:  # the database is down: this frame fails, the socket lives
+            log.warning("%s failed: %s", type(frame).__name__, type(exc).__name__)
+            self._error(conn, codes.UNKNOWN, "temporarily unavailable, please retry", frame.op_id)
 
     def _within_rate(self, conn: Connection, now: float, raw: str | bytes) -> bool:
         """Token bucket per socket; sustained abuse closes the socket (1008)."""
@@ -133,23 +189,15 @@ class Gateway:
             conn.close(codes.CLOSE_AUTH_TIMEOUT)
 
     # -- frames ---------------------------------------------------------------
-    async def _dispatch(self, conn: Connection, frame: f.Frame) -> None:
-        try:
-            if type(frame) is f.Auth:
-                await self._auth(conn, frame)
-            elif conn.account is None:
-                self._error(conn, codes.NOT_AUTHENTICATED, "authenticate first", frame.op_id)
-            elif conn.side == "user":
-                await self._user_frame(conn, frame)
-            else:
-                await self._waiter_frame(conn, frame)
-        except f.FrameError as exc:
-            self._error(conn, codes.INVALID_PARAMS, exc.message, frame.op_id, _raw(frame))
-        except NotPermitted as exc:
-            self._error(conn, codes.NO_PERMISSION, str(exc), frame.op_id)
-        except UNAVAILABLE as exc:  # the database is down: this frame fails, the socket lives
-            log.warning("%s failed: %s", type(frame).__name__, type(exc).__name__)
-            self._error(conn, codes.UNKNOWN, "temporarily unavailable, please retry", frame.op_id)
+    def _dispatch(self, conn: Connection, frame: f.Frame) -> Awaitable[None] | None:
+        if type(frame) is f.Auth:
+            return self._auth(conn, frame)
+        if conn.account is None:
+            self._error(conn, codes.NOT_AUTHENTICATED, "authenticate first", frame.op_id)
+            return None
+        if conn.side == "user":
+            return self._user_frame(conn, frame)
+        return self._waiter_frame(conn, frame)
 
     async def _auth(self, conn: Connection, frame: f.Auth) -> None:
         if conn.account is not None:
@@ -183,39 +231,40 @@ class Gateway:
         if frame.payload.last_id is not None:
             await self.history.replay(conn, frame.payload.last_id)
 
-    async def _user_frame(self, conn: Connection, frame: f.Frame) -> None:
+    def _user_frame(self, conn: Connection, frame: f.Frame) -> Awaitable[None] | None:
         runtime = self.runtime
         match frame:
             case f.MessageText() | f.MessageImage():
                 route = runtime.route_of_user_socket(conn.socket)
                 if route is None:
                     runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
-                    return
+                    return None
                 self._post(conn, route, frame)
             case f.Connect():
                 runtime.submit(ev.UserConnect(conn.socket), frame.op_id)
             case f.UserDisconnect():
                 runtime.submit(ev.UserDisconnect(conn.socket), frame.op_id)
             case f.UserHistory(payload=p):
-                await self.history.user_history(conn, frame.op_id, p)
+                return self.history.user_history(conn, frame.op_id, p)
             case f.UserRate(payload=p):
                 if runtime.route_of_user_socket(conn.socket) is not None:
                     runtime.submit(ev.UserRate(conn.socket, p.rate), frame.op_id)
                 else:
-                    await self.history.rate_closed(conn, p.rate, frame.op_id)
+                    return self.history.rate_closed(conn, p.rate, frame.op_id)
             case f.Typing() | f.Read():
                 route = runtime.route_of_user_socket(conn.socket)
                 if route is None:
                     runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
-                    return
+                    return None
                 runtime.send(
                     route.waiter_socket,
                     frame.__struct_config__.tag,  # type: ignore[arg-type]
                     frm=conn.socket,
                     payload=frame.payload,
                 )
+        return None
 
-    async def _waiter_frame(self, conn: Connection, frame: f.Frame) -> None:
+    def _waiter_frame(self, conn: Connection, frame: f.Frame) -> Awaitable[None] | None:
         runtime = self.runtime
         match frame:
             case f.MessageText() | f.MessageImage():
@@ -227,9 +276,9 @@ class Gateway:
             case f.WaiterDisconnect(payload=p):
                 runtime.submit(ev.WaiterEnd(conn.socket, p.uuid), frame.op_id)
             case f.WaiterHistory(payload=p):
-                await self.history.waiter_history(conn, frame.op_id, p)
+                return self.history.waiter_history(conn, frame.op_id, p)
             case f.SessionHistory():
-                await self.history.session_history(conn, frame.op_id)
+                return self.history.session_history(conn, frame.op_id)
             case f.WaiterRate():
                 route = self._waiter_route(conn, frame)
                 runtime.send(route.user_socket, "rate", frm=conn.socket)
@@ -244,6 +293,7 @@ class Gateway:
                     frm=conn.socket,
                     payload=frame.payload,
                 )
+        return None
 
     def _waiter_route(self, conn: Connection, frame: f.Frame) -> RouteEntry:
         if frame.to is None:

@@ -1,4 +1,4 @@
-"""How kefu runs an ASGI app: uvicorn with uvloop and httptools, compression off."""
+"""How kefu runs an ASGI app: uvicorn with uvloop, httptools and kefu's WebSocket protocol."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import uvicorn
 
+from kefu.server.direct import DirectWebSocketProtocol
 from kefu.settings import Settings
 
 
@@ -18,7 +19,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=DirectWebSocketProtocol,  # uvicorn's websockets-sansio + kefu's direct path
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=20.0,

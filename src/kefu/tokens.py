@@ -8,6 +8,7 @@ the same secret: the account is then created or updated on first use.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -29,6 +30,7 @@ class Claims:
     username: str | None
     nickname: str | None
     avatar: str | None
+    exp: float = float("inf")  # the token is valid while time.time() < exp
 
     def account(self, known: Account | None) -> Account:
         """The account these claims describe, keeping what the claims leave out."""
@@ -90,7 +92,39 @@ def verify(secret: str, token: str) -> Claims:
         username=_opt_str(data.get("username"), 64),
         nickname=_opt_str(data.get("nickname"), 128),
         avatar=_opt_str(data.get("avatar"), 2048),
+        exp=float(data["exp"]),
     )
+
+
+class Verifier:
+    """`verify` that remembers the tokens it has accepted, until each one expires.
+
+    A client that reconnects with the token it used before (the widget does,
+    after every drop) is then recognised without checking the signature
+    again. Only accepted tokens are kept, keyed by the exact string, at most
+    `size` of them (the oldest go first); refused tokens are checked every time.
+    """
+
+    def __init__(
+        self, secret: str, size: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self._size = size
+        self._clock = clock
+        self._accepted: dict[str, Claims] = {}
+
+    def __call__(self, token: str) -> Claims:
+        accepted = self._accepted
+        claims = accepted.get(token) if isinstance(token, str) else None
+        if claims is not None:
+            if self._clock() < claims.exp:
+                return claims
+            del accepted[token]
+        claims = verify(self._secret, token)
+        if len(accepted) >= self._size:
+            del accepted[next(iter(accepted))]
+        accepted[token] = claims
+        return claims
 
 
 def _opt_str(value: object, limit: int) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import msgspec
@@ -21,15 +21,23 @@ class OutFrame(Struct, omit_defaults=True):
     payload: Any = None
 
 
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
 _last: tuple[float, str] = (0.0, "1970-01-01T00:00:00.000000Z")
 
 
 def rfc3339(ts: float) -> str:
-    """`ts` as RFC 3339 UTC with microseconds; the ack and the delivery of a message share one."""
-    global _last
+    """`ts` as RFC 3339 UTC with microseconds; the ack and the delivery of a message share one.
+
+    Rounded to the nearest microsecond, as the store keeps it (`tables.to_us`);
+    the date and time of the second are formatted once per second.
+    """
+    global _second, _last
     if _last[0] == ts:
         return _last[1]
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    seconds, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    text = f"{_second[1]}.{micros:06d}Z"
     _last = (ts, text)
     return text
 

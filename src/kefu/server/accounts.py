@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from kefu.store.base import Account, AccountExists, Store
-from kefu.tokens import TokenError, verify
+from kefu.tokens import Claims, TokenError, Verifier
 
 
 class Accounts:
     def __init__(self, store: Store, secret: str) -> None:
         self._store = store
-        self._secret = secret
+        self.verify = Verifier(secret)  # token -> Claims, or TokenError
         self._cache: dict[str, Account] = {}
 
-    async def authenticate(self, token: str) -> Account:
-        """The account a token names; created or updated from the token's claims if needed."""
-        claims = verify(self._secret, token)
+    def known(self, claims: Claims) -> Account | None:
+        """The account `claims` name if it is cached and the claims change nothing in it."""
+        known = self._cache.get(claims.sub)
+        if known is None:
+            return None
+        return known if claims.account(known) == known else None
+
+    async def load(self, claims: Claims) -> Account:
+        """The account `claims` name; created or updated from the claims if needed."""
         known = self._cache.get(claims.sub)
         if known is None:
             known = await self._store.get_account(claims.sub)
@@ -23,6 +29,11 @@ class Accounts:
             await self._upsert(account)
         self._cache[account.id] = account
         return account
+
+    async def authenticate(self, token: str) -> Account:
+        """The account a token names; created or updated from the token's claims if needed."""
+        claims = self.verify(token)
+        return self.known(claims) or await self.load(claims)
 
     async def by_username(self, username: str) -> Account | None:
         return await self._store.get_account_by_username(username)

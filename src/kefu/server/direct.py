@@ -19,6 +19,12 @@ an endpoint that has accepted the socket may then:
 Everything else (handshake, ping/pong, close handshake, the frame parser and
 its limits) is uvicorn's and websockets' own; an app that never sets
 `on_frame` sees plain uvicorn behaviour.
+
+Both protocols here also break the reference cycles uvicorn and websockets
+leave behind when a connection ends (a parser that refers back to its
+protocol), so a closed socket is freed at once by reference counting instead
+of waiting for the cyclic collector: under a storm of short connections those
+collections took 20-70 ms each.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -48,6 +55,14 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, which lets go of its parser once upgraded to WebSocket."""
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        self.parser = None  # type: ignore[assignment]  # refers back to self; not used again
+
+
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     on_frame: Callable[[str | bytes], None] | None = None
     on_writable: Callable[[bool], None] | None = None
@@ -58,6 +73,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         scope: Any = getattr(self, "scope", None)
         if scope is not None and not self.close_sent:  # accepted the upgrade: the app runs
             scope["extensions"][EXTENSION] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.on_frame = self.on_writable = None
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(EXTENSION, None)
+        parser = getattr(self.conn, "parser", None)  # a generator holding the ServerProtocol
+        if parser is not None:
+            parser.close()
 
     # -- in ----------------------------------------------------------------------
     def send_receive_event_to_app(self) -> None:

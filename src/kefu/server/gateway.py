@@ -32,8 +32,8 @@ from kefu.server.direct import EXTENSION
 from kefu.server.history import History
 from kefu.server.origin import origin_allowed
 from kefu.server.runtime import RouteEntry, Runtime
-from kefu.store.base import StoreError
-from kefu.tokens import TokenError
+from kefu.store.base import Account, StoreError
+from kefu.tokens import Claims, TokenError
 
 log = logging.getLogger("kefu.gateway")
 
@@ -199,25 +199,45 @@ class Gateway:
             return self._user_frame(conn, frame)
         return self._waiter_frame(conn, frame)
 
-    async def _auth(self, conn: Connection, frame: f.Auth) -> None:
+    def _auth(self, conn: Connection, frame: f.Auth) -> Awaitable[None] | None:
+        """Authenticate; awaits only to load or save the account, or to replay `last_id`."""
         if conn.account is not None:
             self._error(conn, codes.INVALID_PARAMS, "already authenticated", frame.op_id)
-            return
+            return None
         try:
-            account = await self.accounts.authenticate(frame.payload.token)
+            claims = self.accounts.verify(frame.payload.token)
         except TokenError as exc:
-            conn.auth_failures += 1
-            self._error(conn, codes.NOT_AUTHENTICATED, str(exc), frame.op_id)
-            if conn.auth_failures >= self.settings.max_auth_failures:
-                conn.close(codes.CLOSE_POLICY)
+            self._auth_failed(conn, frame, exc)
+            return None
+        account = self.accounts.known(claims)
+        if account is None:
+            return self._auth_load(conn, frame, claims)
+        return self._authed(conn, frame, account)
+
+    async def _auth_load(self, conn: Connection, frame: f.Auth, claims: Claims) -> None:
+        try:
+            account = await self.accounts.load(claims)
+        except TokenError as exc:
+            self._auth_failed(conn, frame, exc)
             return
+        replay = self._authed(conn, frame, account)
+        if replay is not None:
+            await replay
+
+    def _auth_failed(self, conn: Connection, frame: f.Auth, exc: TokenError) -> None:
+        conn.auth_failures += 1
+        self._error(conn, codes.NOT_AUTHENTICATED, str(exc), frame.op_id)
+        if conn.auth_failures >= self.settings.max_auth_failures:
+            conn.close(codes.CLOSE_POLICY)
+
+    def _authed(self, conn: Connection, frame: f.Auth, account: Account) -> Awaitable[None] | None:
         if conn.side == "waiter" and account.role not in ("waiter", "admin"):
             self._error(conn, codes.NO_PERMISSION, "this socket is for waiters", frame.op_id)
-            return
+            return None
         limit = self.settings.max_user_sockets
         if conn.side == "user" and self.runtime.connections.sockets_of(account.id) >= limit:
             self._error(conn, codes.NO_PERMISSION, f"at most {limit} sockets per user", frame.op_id)
-            return
+            return None
         conn.account = account
         self.runtime.connections.bind(conn)
         profile = account.profile()
@@ -229,7 +249,8 @@ class Gateway:
         else:
             self.runtime.submit(ev.WaiterAuthed(conn.socket, profile))
         if frame.payload.last_id is not None:
-            await self.history.replay(conn, frame.payload.last_id)
+            return self.history.replay(conn, frame.payload.last_id)
+        return None
 
     def _user_frame(self, conn: Connection, frame: f.Frame) -> Awaitable[None] | None:
         runtime = self.runtime

@@ -7,7 +7,7 @@ from typing import Any
 
 import uvicorn
 
-from kefu.server.direct import DirectWebSocketProtocol
+from kefu.server.direct import DirectWebSocketProtocol, HttpProtocol
 from kefu.settings import Settings
 
 
@@ -18,7 +18,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,  # httptools
         ws=DirectWebSocketProtocol,  # uvicorn's websockets-sansio + kefu's direct path
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,

@@ -34,6 +34,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Settings]:
         database_url=f"sqlite:///{tmp_path / 'kefu.db'}",
         secret=SECRET,
         resume_grace=0,
+        rate_limit=10_000,
+        rate_burst=10_000,
     )
     upgrade(settings.database_url)
     server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
@@ -86,3 +88,31 @@ async def test_closed_sockets_leave_no_cycles(
         assert not alive, f"{len(alive)} closed sockets kept alive by reference cycles"
     finally:
         gc.enable()
+
+
+async def test_frames_behind_a_waiting_one_keep_their_order(node: Settings) -> None:
+    """A new account's auth waits for the store; history requests wait too.
+
+    Everything pipelined behind them is answered in the order sent, also past
+    the point where the server stops reading the socket until it catches up.
+    """
+    base = f"ws://127.0.0.1:{node.port}/v1/ws/connect"
+    user = await open_socket(f"{base}/user", "user")
+    who = person()
+    frames = [{"type": "auth", "payload": {"token": who.token()}}]
+    kinds = ["get_history", "typing", "connect", "get_history", "disconnect"] * 20
+    for i, kind in enumerate(kinds):
+        frame: dict[str, object] = {"type": kind, "op_id": f"op-{i}"}
+        if kind == "typing":
+            frame["payload"] = {"typing": True}
+        frames.append(frame)
+    for frame in frames:  # all sent before the first answer is read
+        await user.send(frame)
+    await user.expect("auth_success")
+    answered = []
+    while len(answered) < len(kinds):
+        got = await user.recv(5.0)
+        if got.get("op_id"):
+            answered.append(got["op_id"])
+    assert answered == [f"op-{i}" for i in range(len(kinds))]
+    await user.close()

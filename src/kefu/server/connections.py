@@ -107,7 +107,7 @@ class Connection:
         self.refilled = 0.0
         self.strikes = 0  # frames refused by the rate limit in a row
         self.busy: asyncio.Task[None] | None = None  # a frame being handled that awaits
-        self.inbox: deque[str | bytes] = deque()  # frames that arrived meanwhile, in order
+        self.inbox: deque[str | bytes] | None = None  # frames that arrived meanwhile, in order
         self._pending: list[bytes] = []  # pushed in this loop pass
         self._held: deque[bytes] | None = None  # not None while the client is not reading
         self._limit = queue_size

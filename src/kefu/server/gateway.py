@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable
 from functools import partial
 from typing import Any
@@ -105,8 +106,11 @@ class Gateway:
     ) -> None:
         """One client frame; a frame that must wait (auth, history) holds the ones after it."""
         if conn.busy is not None:
-            conn.inbox.append(raw)
-            if len(conn.inbox) >= INBOX_HOLD:
+            inbox = conn.inbox
+            if inbox is None:
+                inbox = conn.inbox = deque()
+            inbox.append(raw)
+            if len(inbox) >= INBOX_HOLD:
                 conn.sock.hold_reading(True)
             return
         work = self._frame(conn, decoder, raw)
@@ -118,8 +122,7 @@ class Gateway:
     ) -> None:
         try:
             await work
-            inbox = conn.inbox
-            while inbox and conn.closing is None:
+            while (inbox := conn.inbox) and conn.closing is None:
                 next_work = self._frame(conn, decoder, inbox.popleft())
                 if next_work is not None:
                     await next_work

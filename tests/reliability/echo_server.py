@@ -1,9 +1,11 @@
 """A test-only echo endpoint on kefu's own server stack, for the Autobahn cases (kosoku).
 
-`python echo_server.py PORT [MAX_FRAME_BYTES]` serves `/echo` (and `/`) with
-a tiny Starlette app, run by `kefu.server.serve.uvicorn_config(app, settings)`:
-the same uvicorn, protocol implementation, limits, keepalive and compression
-settings as `kefu serve`. Text is echoed as text, binary as binary.
+`python echo_server.py PORT [MAX_FRAME_BYTES]` serves `/echo` as kefu serves
+its chat sockets: a `kefu.server.direct` endpoint beside a tiny Starlette app
+(which answers plain HTTP on `/` and serves `/asgi-echo` through ASGI), run by
+`kefu.server.serve.uvicorn_config(app, settings)`: the same uvicorn, socket
+implementation, limits, keepalive and compression settings as `kefu serve`.
+Text is echoed as text, binary as binary.
 
 `python echo_server.py PORT calibrate` runs python-websockets' own compliance
 echo server instead (`max_size=2**25`, no compression), the reference the
@@ -16,9 +18,12 @@ import sys
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from kefu.server.direct import DirectSocket, Endpoint
 from kefu.server.serve import uvicorn_config
 from kefu.settings import Settings
 
@@ -38,8 +43,25 @@ async def echo(ws: WebSocket) -> None:
         return
 
 
+def open_echo(sock: DirectSocket) -> None:
+    def on_frame(message: str | bytes) -> None:
+        if isinstance(message, str):
+            sock.write_frames([message.encode()])
+        else:
+            sock.write_binary(message)
+
+    sock.on_frame = on_frame
+
+
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("echo server")
+
+
 def app() -> Starlette:
-    return Starlette(routes=[WebSocketRoute("/echo", echo), WebSocketRoute("/", echo)])
+    routes = [Route("/", hello), WebSocketRoute("/asgi-echo", echo)]
+    application = Starlette(routes=routes)
+    application.state.direct_endpoints = {"/echo": Endpoint(open_echo)}
+    return application
 
 
 async def calibration(port: int) -> None:

@@ -13,6 +13,7 @@ import gc
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -55,14 +56,20 @@ async def node(tmp_path: Path) -> AsyncIterator[Settings]:
 async def test_closed_sockets_leave_no_cycles(
     node: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[weakref.ref[direct.DirectWebSocketProtocol]] = []
-    real = direct.DirectWebSocketProtocol.connection_made
+    made: list[weakref.ref[object]] = []
+    real_init = direct.DirectSocket.__init__
+    real_made = direct.HttpProtocol.connection_made
 
-    def tracked(self: direct.DirectWebSocketProtocol, transport: object) -> None:
+    def init(self: direct.DirectSocket, *args: Any) -> None:
         made.append(weakref.ref(self))
-        real(self, transport)  # type: ignore[arg-type]
+        real_init(self, *args)
 
-    monkeypatch.setattr(direct.DirectWebSocketProtocol, "connection_made", tracked)
+    def connection_made(self: direct.HttpProtocol, transport: Any) -> None:
+        made.append(weakref.ref(self))
+        real_made(self, transport)
+
+    monkeypatch.setattr(direct.DirectSocket, "__init__", init)
+    monkeypatch.setattr(direct.HttpProtocol, "connection_made", connection_made)
     base = f"ws://127.0.0.1:{node.port}/v1/ws/connect"
     gc.collect()
     gc.disable()
@@ -84,7 +91,7 @@ async def test_closed_sockets_leave_no_cycles(
                 break
             await asyncio.sleep(0.02)
         alive = [ref() for ref in made if ref() is not None]
-        assert len(made) == 6
+        assert len(made) == 12  # an HTTP protocol and a socket each
         assert not alive, f"{len(alive)} closed sockets kept alive by reference cycles"
     finally:
         gc.enable()

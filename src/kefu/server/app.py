@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 
 from kefu.ids import IdGenerator
 from kefu.server.accounts import Accounts
@@ -50,12 +50,11 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     routes = [
-        WebSocketRoute("/v1/ws/connect/user", gateway.user_endpoint),
-        WebSocketRoute("/v1/ws/connect/waiter", gateway.waiter_endpoint),
         Route("/v1/ws/status", status),
         *web_routes(settings, accounts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.direct_endpoints = gateway.endpoints()  # the chat sockets (`kefu.server.direct`)
     app.state.runtime = runtime
     app.state.store = store
     return app

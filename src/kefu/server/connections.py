@@ -15,16 +15,13 @@ replays later). Bulk senders that can wait (the resume replay) call
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
-from starlette.websockets import WebSocket
-
 from kefu.protocol.codes import CLOSE_TRY_AGAIN
-from kefu.server.direct import DirectWebSocketProtocol
+from kefu.server.direct import DirectSocket
 from kefu.store.base import Account
 
 log = logging.getLogger("kefu.connections")
@@ -64,7 +61,6 @@ class Connection:
     """
 
     __slots__ = (
-        "_closer",
         "_dead",
         "_held",
         "_limit",
@@ -83,20 +79,17 @@ class Connection:
         "socket",
         "strikes",
         "tokens",
-        "ws",
     )
 
     def __init__(
         self,
         socket: str,
-        ws: WebSocket,
-        sock: DirectWebSocketProtocol,
+        sock: DirectSocket,
         side: str,
         queue_size: int,
         writes: Writes,
     ) -> None:
         self.socket = socket
-        self.ws = ws
         self.sock = sock
         self.side = side  # "user" | "waiter"
         self.account: Account | None = None
@@ -113,7 +106,6 @@ class Connection:
         self._limit = queue_size
         self._writes = writes
         self._sent: asyncio.Event | None = None  # made by wait_below, set as frames leave
-        self._closer: asyncio.Task[None] | None = None
         self._dead = False  # the peer is gone: nothing will be sent
         sock.on_writable = self._writable
 
@@ -192,29 +184,22 @@ class Connection:
             self._start_close()
 
     def _start_close(self) -> None:
-        if self._closer is None and not self._dead:
-            self._closer = asyncio.get_running_loop().create_task(self._close(self.closing or 1000))
-
-    async def _close(self, code: int) -> None:
-        with contextlib.suppress(Exception):  # the peer went away: the endpoint cleans up
-            await self.ws.close(code=code)
-        self._dead = True
+        if not self._dead:
+            self.sock.close(self.closing or 1000)
+            self._dead = True
 
     def run(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` as this socket's busy task (frames arriving meanwhile wait in `inbox`)."""
         self.busy = asyncio.get_running_loop().create_task(work)
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
+        """The socket is gone: nothing more is sent; a frame still being handled is cancelled."""
         self._dead = True
         self._held = None
         self._pending = []
-        self.sock.on_frame = None
-        self.sock.on_writable = None
-        for task in (self.busy, self._closer):
-            if task is not None and not task.done() and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        busy, self.busy = self.busy, None
+        if busy is not None and not busy.done():
+            busy.cancel()
 
 
 class Registry:

@@ -1,49 +1,61 @@
-"""uvicorn's WebSocket protocol with a direct path for kefu's chat sockets.
+"""kefu's chat sockets, served beside the ASGI app on the same port without going through it.
 
-The ASGI interface costs a chat frame an `asyncio.Queue` hop, a task wake-up,
-a pause and a resume of the transport and a message dict on the way in, and
-an awaited `send` per frame on the way out. For the two chat endpoints that
-is most of the wire cost, so this protocol (`kefu serve` runs uvicorn with it)
-puts itself in the ASGI scope as `scope["extensions"]["kefu.direct"]`, and
-an endpoint that has accepted the socket may then:
+ASGI costs a chat socket an HTTP request parsed twice, a scope, a task, a
+queue hop and a pause/resume of the transport per frame in, and an awaited
+`send` per frame out: under load most of the wire cost, and most of the cost
+of opening a socket. So `kefu serve` runs uvicorn with `http_protocol(...)`:
+uvicorn's httptools protocol, which hands an upgrade request for one of the
+chat paths to a `DirectSocket` instead of to the app. Every other request,
+WebSocket or not, goes to the ASGI app as usual.
 
-* set `on_frame`: every complete text or binary message is handed to it at
-  once, from `data_received`, instead of being queued for `receive()` (only
-  `websocket.disconnect` still arrives there);
-* call `write_frames`: server text frames are framed here and written to the
-  transport in one `write`, with no await;
-* set `on_writable`: told when the transport's buffer passes its high-water
-  mark (`False`) and when it has drained (`True`), so the caller can hold
-  frames for a slow reader instead of letting the buffer grow.
+* The handshake is RFC 6455 section 4.2 on the headers httptools has already
+  parsed: GET, `Upgrade: websocket`, `Connection: upgrade`, a 16-byte
+  `Sec-WebSocket-Key`, version 13 (else HTTP 426 naming it), no extensions
+  and no subprotocol. An endpoint may refuse it first (kefu checks `Origin`:
+  HTTP 403).
+* Frames are websockets' sans-I/O `ServerProtocol` (parser, limits, ping,
+  close handshake). Complete messages go straight to the endpoint's
+  `on_frame` from `data_received`; server text frames are framed here and
+  written with one `write` per batch (`write_frames`).
+* Keepalive as uvicorn's: a ping every `ws_ping_interval`, closed with 1011
+  if no pong within `ws_ping_timeout`. A close waits at most 10 s for the
+  peer's answer. uvicorn's graceful shutdown closes these sockets with 1012.
 
-Everything else (handshake, ping/pong, close handshake, the frame parser and
-its limits) is uvicorn's and websockets' own; an app that never sets
-`on_frame` sees plain uvicorn behaviour.
-
-Both protocols here also break the reference cycles uvicorn and websockets
-leave behind when a connection ends (a parser that refers back to its
-protocol), so a closed socket is freed at once by reference counting instead
-of waiting for the cyclic collector: under a storm of short connections those
-collections took 20-70 ms each.
+A closed socket leaves no reference cycle behind (the parser generator,
+the callbacks), so it is freed by reference counting at once: under a
+storm of short connections cyclic collections had taken 20-70 ms each.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import logging
+import os
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
+import httptools
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
-from websockets.protocol import State
+from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import SEND_EOF, State
+from websockets.server import ServerProtocol
+from websockets.utils import accept_key
 
 log = logging.getLogger("kefu.direct")
-
-EXTENSION = "kefu.direct"
+# websockets logs every frame, bodies and tokens included, at DEBUG on the logger it is
+# given: this one never passes DEBUG, whatever the log level.
+_frames_log = logging.getLogger("kefu.direct.frames")
+_frames_log.setLevel(logging.INFO)
 
 _OPEN = State.OPEN
+_TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
 _SHORT = [bytes((0x81, n)) for n in range(126)]  # FIN + text opcode, unmasked, length < 126
+CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame, then drop the TCP connection
 
 
 def text_frame_header(length: int) -> bytes:
@@ -55,58 +67,90 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
-class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, which lets go of its parser once upgraded to WebSocket."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A WebSocket path served directly: `allows` may refuse the upgrade, `open` takes the socket.
 
-    def handle_websocket_upgrade(self) -> None:
-        super().handle_websocket_upgrade()
-        self.parser = None  # type: ignore[assignment]  # refers back to self; not used again
+    `allows(headers)` gets the request headers as (lower-case name, value)
+    strings; `open(sock)` sets the socket's callbacks.
+    """
+
+    open: Callable[[DirectSocket], None]
+    allows: Callable[[dict[str, str]], bool] = lambda headers: True
 
 
-class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+class DirectSocket(asyncio.Protocol):
+    """One accepted WebSocket; the endpoint sets `on_frame`, `on_writable` and `on_closed`."""
+
     on_frame: Callable[[str | bytes], None] | None = None
-    on_writable: Callable[[bool], None] | None = None
-    _reading_held = False
+    on_writable: Callable[[bool], None] | None = None  # False: over high water; True: drained
+    on_closed: Callable[[], None] | None = None  # once, when the TCP connection is gone
 
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None and not self.close_sent:  # accepted the upgrade: the app runs
-            scope["extensions"][EXTENSION] = self
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.on_frame = self.on_writable = None
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"].pop(EXTENSION, None)
-        parser = getattr(self.conn, "parser", None)  # a generator holding the ServerProtocol
-        if parser is not None:
-            parser.close()
+    def __init__(
+        self, transport: asyncio.Transport, config: Config, server_state: ServerState
+    ) -> None:
+        self.transport = transport
+        self.conn = ServerProtocol(state=_OPEN, max_size=config.ws_max_size, logger=_frames_log)
+        self.loop = asyncio.get_running_loop()
+        self._connections = server_state.connections
+        self._connections.add(self)  # type: ignore[arg-type]  # uvicorn shuts these down too
+        self._parts: list[bytes] = []  # a fragmented message so far
+        self._parts_text = True
+        self._reading_held = False
+        self._gone = False
+        self._ping_interval = config.ws_ping_interval
+        self._ping_timeout = config.ws_ping_timeout
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._schedule_ping()
 
     # -- in ----------------------------------------------------------------------
-    def send_receive_event_to_app(self) -> None:
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        for event in conn.events_received():
+            frame = cast(Frame, event)  # in the OPEN state, events are frames
+            opcode = frame.opcode
+            if opcode is _TEXT or opcode is _BINARY:
+                if frame.fin:
+                    self._message(frame.data, opcode is _TEXT)
+                else:
+                    self._parts = [bytes(frame.data)]
+                    self._parts_text = opcode is _TEXT
+            elif opcode is _CONT:
+                self._parts.append(bytes(frame.data))
+                if frame.fin:
+                    parts, self._parts = self._parts, []
+                    self._message(b"".join(parts), self._parts_text)
+            elif opcode is _PONG:
+                self._pong(bytes(frame.data))
+            else:  # PING or CLOSE: websockets has queued the answer; it goes before what follows
+                self._send_pending()
+        self._send_pending()
+
+    def _message(self, data: Any, text: bool) -> None:
         on_frame = self.on_frame
-        if on_frame is None:
-            super().send_receive_event_to_app()
+        if on_frame is None or self.conn.state is not _OPEN:
             return
-        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
-        self.frames = []
-        if self.close_sent:
-            return
-        if self.curr_msg_data_type == "text":
+        if text:
             try:
-                text: str | bytes = data.decode()
+                message: str | bytes = bytes(data).decode()
             except UnicodeDecodeError:
-                self.conn.send_close(1007)
-                self.handle_parser_exception()
+                self.conn.fail(1007, "invalid UTF-8")
                 return
         else:
-            text = bytes(data)
+            message = bytes(data)
         try:
-            on_frame(text)
-        except Exception:  # a bug in one frame's handling must not break the protocol
+            on_frame(message)
+        except Exception:  # a bug in one frame's handling must not break the socket
             log.exception("frame handler failed")
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_eof()
+        self._send_pending()
+        return None  # the transport closes itself
 
     def hold_reading(self, held: bool) -> None:
         """Stop (True) or restart (False) reading from the socket: backpressure on the client."""
@@ -120,8 +164,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- out ---------------------------------------------------------------------
     def write_frames(self, frames: list[bytes]) -> bool:
-        """Send each item (UTF-8 JSON) as one text frame, all in one write; False once closed."""
-        if self.close_sent or self.disconnected or self.conn.state is not _OPEN:
+        """Send each item (UTF-8 JSON) as one text frame, all in one write; False once closing."""
+        if self.conn.state is not _OPEN or self._gone:
             return False
         parts: list[bytes] = []
         for data in frames:
@@ -130,12 +174,187 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(parts))
         return True
 
+    def write_binary(self, data: bytes) -> bool:
+        """Send one binary message (kefu's chat sends none; other endpoints may)."""
+        if self.conn.state is not _OPEN or self._gone:
+            return False
+        self.conn.send_binary(data)
+        self._send_pending()
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake (after what was written); the TCP close follows."""
+        if self.conn.state is _OPEN and not self._gone:
+            self.conn.send_close(code, reason)
+            self._send_pending()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: the server is restarting."""
+        self.close(1012)
+
+    def _send_pending(self) -> None:
+        conn = self.conn
+        writes = conn.data_to_send()
+        if not writes or self._gone:
+            return
+        transport = self.transport
+        for data in writes:
+            if data is SEND_EOF or not data:
+                transport.close()  # after the buffered data; the server closes TCP first
+                return
+            transport.write(data)
+        if conn.close_expected() and self._close_timer is None:
+            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, transport.close)
+
     def pause_writing(self) -> None:
-        super().pause_writing()
         if self.on_writable is not None:
             self.on_writable(False)
 
     def resume_writing(self) -> None:
-        super().resume_writing()
         if self.on_writable is not None:
             self.on_writable(True)
+
+    # -- keepalive ---------------------------------------------------------------
+    def _schedule_ping(self) -> None:
+        if self._ping_interval:
+            self._ping_timer = self.loop.call_later(self._ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_timer = None
+        if self.conn.state is not _OPEN or self._gone:
+            return
+        self._ping_payload = os.urandom(4)
+        self.conn.send_ping(self._ping_payload)
+        self._send_pending()
+        if self._ping_timeout:
+            self._pong_timer = self.loop.call_later(self._ping_timeout, self._no_pong)
+        else:
+            self._schedule_ping()
+
+    def _pong(self, payload: bytes) -> None:
+        if self._ping_payload is None or payload != self._ping_payload:
+            return  # unsolicited or stale
+        self._ping_payload = None
+        if self._pong_timer is not None:
+            self._pong_timer.cancel()
+            self._pong_timer = None
+            self._schedule_ping()
+
+    def _no_pong(self) -> None:
+        self._pong_timer = None
+        if self._gone:
+            return
+        self.conn.fail(1011, "keepalive ping timeout")
+        self._send_pending()
+        self.transport.close()
+
+    # -- the end -----------------------------------------------------------------
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        for timer in (self._ping_timer, self._pong_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = self._close_timer = None
+        self._connections.discard(self)
+        parser = getattr(self.conn, "parser", None)  # a generator that refers to the protocol
+        if parser is not None:
+            parser.close()
+        on_closed = self.on_closed
+        self.on_frame = self.on_writable = self.on_closed = None
+        if on_closed is not None:
+            try:
+                on_closed()
+            except Exception:
+                log.exception("socket close handler failed")
+
+
+# -- the handshake, on uvicorn's HTTP protocol ------------------------------------------------
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol; upgrades to `endpoints` paths become `DirectSocket`s."""
+
+    endpoints: dict[bytes, Endpoint] = {}
+
+    def handle_websocket_upgrade(self) -> None:
+        path = httptools.parse_url(self.url).path
+        endpoint = self.endpoints.get(path)
+        if endpoint is None:
+            super().handle_websocket_upgrade()  # the ASGI app's own WebSocket routes
+        else:
+            self._upgrade(endpoint, path.decode("latin-1"))
+        self.parser = None  # type: ignore[assignment]  # refers back to self; not used again
+
+    def _upgrade(self, endpoint: Endpoint, path: str) -> None:
+        self.connections.discard(self)
+        headers: dict[str, str] = {}
+        for name, value in self.scope["headers"]:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1").strip()
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        refusal = _refusal(self.scope["method"], headers)
+        if refusal is None and not endpoint.allows(headers):
+            refusal = (403, [], "origin not allowed")
+        who = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        if refusal is not None:
+            self.logger.info('%s - "WebSocket %s" %d', who, path, refusal[0])
+            self._refuse(*refusal)
+            return
+        self.logger.info('%s - "WebSocket %s" [accepted]', who, path)
+        response = [
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+            b"Sec-WebSocket-Accept: ",
+            accept_key(headers["sec-websocket-key"]).encode(),
+            b"\r\n",
+        ]
+        for name, value in self.server_state.default_headers:
+            response += [name, b": ", value, b"\r\n"]
+        response.append(b"\r\n")
+        self.transport.write(b"".join(response))
+        sock = DirectSocket(self.transport, self.config, self.server_state)
+        self.transport.set_protocol(sock)
+        endpoint.open(sock)
+
+    def _refuse(self, status: int, extra: list[tuple[str, str]], message: str) -> None:
+        body = message.encode()
+        lines = [f"HTTP/1.1 {status} {_REASONS[status]}", *(f"{k}: {v}" for k, v in extra)]
+        lines += [
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        self.transport.close()
+
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required"}
+
+
+def _tokens(value: str | None) -> set[str]:
+    return {t.strip().lower() for t in (value or "").split(",")}
+
+
+def _refusal(method: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], str] | None:
+    """Why this upgrade request is not a valid RFC 6455 opening handshake, or None."""
+    if method != "GET":
+        return 400, [], "a WebSocket handshake is a GET request"
+    if "upgrade" not in _tokens(headers.get("connection")):
+        return 400, [], "missing Connection: upgrade"
+    if _tokens(headers.get("upgrade")) != {"websocket"}:
+        return 400, [], "missing Upgrade: websocket"
+    if headers.get("sec-websocket-version", "").strip() != "13":
+        return 426, [("Sec-WebSocket-Version", "13")], "WebSocket version 13 is required"
+    key = headers.get("sec-websocket-key", "")
+    try:
+        valid = len(base64.b64decode(key.encode(), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        valid = False
+    if not valid or "," in key:
+        return 400, [], "invalid Sec-WebSocket-Key"
+    return None
+
+
+def http_protocol(endpoints: dict[str, Endpoint]) -> type[HttpProtocol]:
+    """uvicorn's `http` protocol class, serving `endpoints` (path -> Endpoint) directly."""
+    by_path = {path.encode(): endpoint for path, endpoint in endpoints.items()}
+    return type("KefuHttpProtocol", (HttpProtocol,), {"endpoints": by_path})

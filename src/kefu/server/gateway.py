@@ -1,6 +1,7 @@
 """The two WebSocket endpoints: accept, authenticate, read frames, hand them to the runtime.
 
-Frames are handled as they arrive (`kefu.server.direct`): the message path
+Frames are handled as they arrive on the socket (`kefu.server.direct`), with
+no task per socket while nothing waits: the message path
 runs to the store without an await. A frame whose handling must wait (auth,
 history, a rating after the chat) runs as the socket's one busy task, and the
 frames after it wait in order. A bad frame is answered with an `error` frame
@@ -21,7 +22,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.websockets import WebSocket
 
 from kefu.core import events as ev
 from kefu.core.errors import NotPermitted
@@ -29,7 +29,7 @@ from kefu.protocol import codes
 from kefu.protocol import frames as f
 from kefu.server.accounts import Accounts
 from kefu.server.connections import Connection
-from kefu.server.direct import EXTENSION
+from kefu.server.direct import DirectSocket, Endpoint
 from kefu.server.history import History
 from kefu.server.origin import origin_allowed
 from kefu.server.runtime import RouteEntry, Runtime
@@ -57,49 +57,39 @@ class Gateway:
         self.history = history
         self.settings = runtime.settings
 
-    async def user_endpoint(self, ws: WebSocket) -> None:
-        await self._serve(ws, "user", f.user_decoder)
-
-    async def waiter_endpoint(self, ws: WebSocket) -> None:
-        await self._serve(ws, "waiter", f.waiter_decoder)
+    def endpoints(self) -> dict[str, Endpoint]:
+        """The two chat paths, served by `kefu.server.direct` beside the ASGI app."""
+        user = Endpoint(partial(self.open, "user", f.user_decoder), self.allows)
+        waiter = Endpoint(partial(self.open, "waiter", f.waiter_decoder), self.allows)
+        return {"/v1/ws/connect/user": user, "/v1/ws/connect/waiter": waiter}
 
     # -- the socket's life ------------------------------------------------------
-    async def _serve(self, ws: WebSocket, side: str, decoder: msgspec.json.Decoder[Any]) -> None:
-        if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), self.settings):
-            await ws.close(code=codes.CLOSE_POLICY)  # before accept: HTTP 403
-            return
-        sock = ws.scope.get("extensions", {}).get(EXTENSION)
-        if sock is None:
-            log.error("chat sockets need kefu's WebSocket protocol: run them with `kefu serve`")
-            await ws.close(code=codes.CLOSE_POLICY)
-            return
-        await ws.accept()
+    def allows(self, headers: dict[str, str]) -> bool:
+        """The upgrade is refused (HTTP 403) unless `Origin` is allowed."""
+        return origin_allowed(headers.get("origin"), headers.get("host"), self.settings)
+
+    def open(self, side: str, decoder: msgspec.json.Decoder[Any], sock: DirectSocket) -> None:
         runtime = self.runtime
         queue_size = self.settings.send_queue_size
-        conn = Connection(str(uuid.uuid4()), ws, sock, side, queue_size, runtime.connections.writes)
+        conn = Connection(str(uuid.uuid4()), sock, side, queue_size, runtime.connections.writes)
         conn.last_activity = conn.refilled = time.time()
         conn.tokens = float(self.settings.rate_burst)
         runtime.connections.add(conn)
         loop = asyncio.get_running_loop()
         auth_timer = loop.call_later(self.settings.auth_timeout, self._auth_timeout, conn)
-        on_frame = partial(self._on_frame, conn, decoder)
-        sock.on_frame = on_frame
-        try:
-            while True:  # frames go to `on_frame` as they arrive; here only the end does
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                raw = message.get("text")  # queued before `on_frame` was set
-                on_frame(raw if raw is not None else message.get("bytes") or b"")
-        finally:
-            auth_timer.cancel()
-            await conn.stop()
-            runtime.connections.remove(conn)
-            if conn.account is not None:
-                try:
-                    runtime.submit(ev.SocketClosed(conn.socket))
-                except Exception:
-                    log.exception("closing socket state failed")
+        sock.on_frame = partial(self._on_frame, conn, decoder)
+        sock.on_closed = partial(self._closed, conn, auth_timer)
+
+    def _closed(self, conn: Connection, auth_timer: asyncio.TimerHandle) -> None:
+        auth_timer.cancel()
+        conn.stop()
+        runtime = self.runtime
+        runtime.connections.remove(conn)
+        if conn.account is not None:
+            try:
+                runtime.submit(ev.SocketClosed(conn.socket))
+            except Exception:
+                log.exception("closing socket state failed")
 
     def _on_frame(
         self, conn: Connection, decoder: msgspec.json.Decoder[Any], raw: str | bytes

@@ -1,4 +1,4 @@
-"""How kefu runs an ASGI app: uvicorn with uvloop, httptools and kefu's WebSocket protocol."""
+"""How kefu runs its app: uvicorn with uvloop and httptools, and kefu's chat sockets beside it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import uvicorn
 
-from kefu.server.direct import DirectWebSocketProtocol, HttpProtocol
+from kefu.server.direct import Endpoint, http_protocol
 from kefu.settings import Settings
 
 
@@ -18,8 +18,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=HttpProtocol,  # httptools
-        ws=DirectWebSocketProtocol,  # uvicorn's websockets-sansio + kefu's direct path
+        http=http_protocol(direct_endpoints(app)),  # httptools; kefu's chat sockets beside it
+        ws="websockets-sansio",  # the app's own WebSocket routes, if any
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=20.0,
@@ -32,6 +32,12 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     error_log = logging.getLogger("uvicorn.error")
     error_log.setLevel(max(error_log.getEffectiveLevel(), logging.INFO))
     return config
+
+
+def direct_endpoints(app: Any) -> dict[str, Endpoint]:
+    """The WebSocket paths `app` serves directly (`app.state.direct_endpoints`), if any."""
+    state = getattr(app, "state", None)
+    return dict(getattr(state, "direct_endpoints", None) or {})
 
 
 def run(app: Any, settings: Settings) -> None:

@@ -30,6 +30,13 @@ from .conftest import free_port
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Settings]:
+    async with _serving(tmp_path) as settings:
+        yield settings
+
+
+@contextlib.asynccontextmanager
+async def _serving(tmp_path: Path, ping: float | None = None) -> AsyncIterator[Settings]:
+    """kefu in this process; `ping` overrides the keepalive interval and timeout (20 s)."""
     settings = Settings(
         port=free_port(),
         database_url=f"sqlite:///{tmp_path / 'kefu.db'}",
@@ -39,7 +46,10 @@ async def node(tmp_path: Path) -> AsyncIterator[Settings]:
         rate_burst=10_000,
     )
     upgrade(settings.database_url)
-    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    config = uvicorn_config(create_app(settings), settings)
+    if ping is not None:
+        config.ws_ping_interval = config.ws_ping_timeout = ping
+    server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.ensure_future(server.serve())
     while not server.started:
@@ -123,3 +133,87 @@ async def test_frames_behind_a_waiting_one_keep_their_order(node: Settings) -> N
             answered.append(got["op_id"])
     assert answered == [f"op-{i}" for i in range(len(kinds))]
     await user.close()
+
+
+# -- the handshake and keepalive, on a raw TCP socket ------------------------------------------
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example: accept key s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+
+
+async def _upgrade(
+    port: int, path: str = "/v1/ws/connect/user", **headers: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    fields = {
+        "Host": f"127.0.0.1:{port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": KEY,
+        "Sec-WebSocket-Version": "13",
+    }
+    fields.update({k.replace("_", "-"): v for k, v in headers.items()})
+    head = f"GET {path} HTTP/1.1\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in fields.items() if v)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((head + "\r\n").encode())
+    response = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    return reader, writer, response
+
+
+async def test_the_opening_handshake(node: Settings) -> None:
+    _, writer, response = await _upgrade(node.port)
+    lines = response.split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols"
+    assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in lines
+    assert not any(line.lower().startswith("sec-websocket-extensions") for line in lines)
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Sec_WebSocket_Version": "8"}, "426 Upgrade Required"),
+        ({"Sec_WebSocket_Key": ""}, "400 Bad Request"),
+        ({"Sec_WebSocket_Key": "c2hvcnQ="}, "400 Bad Request"),  # 5 bytes, not 16
+        ({"Sec_WebSocket_Key": "not base64!"}, "400 Bad Request"),
+        ({"Origin": "https://evil.example"}, "403 Forbidden"),
+    ],
+)
+async def test_bad_handshakes_are_refused(
+    node: Settings, headers: dict[str, str], status: str
+) -> None:
+    reader, writer, response = await _upgrade(node.port, **headers)
+    assert response.startswith(f"HTTP/1.1 {status}\r\n"), response
+    if status.startswith("426"):
+        assert "Sec-WebSocket-Version: 13" in response
+    assert await asyncio.wait_for(reader.read(), 5)  # the reason, then the server closes
+    writer.close()
+
+
+async def test_a_silent_client_is_closed_after_an_unanswered_ping(tmp_path: Path) -> None:
+    async with _serving(tmp_path, ping=0.3) as settings:
+        reader, writer, response = await _upgrade(settings.port)
+        assert response.startswith("HTTP/1.1 101")
+        ping = await asyncio.wait_for(reader.readexactly(2), 2)
+        assert ping[0] == 0x89  # FIN + ping, never answered
+        await asyncio.wait_for(reader.readexactly(ping[1] & 0x7F), 2)
+        close = await asyncio.wait_for(reader.readexactly(2), 2)
+        assert close[0] == 0x88  # FIN + close
+        body = await asyncio.wait_for(reader.readexactly(close[1] & 0x7F), 2)
+        assert int.from_bytes(body[:2], "big") == 1011, body
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # and the TCP connection ends
+        writer.close()
+
+
+async def test_a_client_that_answers_pings_stays(tmp_path: Path) -> None:
+    async with _serving(tmp_path, ping=0.2) as settings:
+        base = f"ws://127.0.0.1:{settings.port}/v1/ws/connect"
+        waiter = await open_socket(f"{base}/waiter", "waiter", side="waiter")
+        user = await open_socket(f"{base}/user", "user")  # websockets answers pings itself
+        await waiter.auth(person("waiter"))
+        await waiter.send({"type": "ready"})
+        await waiter.expect("ready")
+        await user.auth(person())
+        await pair(user, waiter)
+        await asyncio.sleep(1.5)  # several ping rounds
+        await say(user, waiter, "still here")
+        await user.close()
+        await waiter.close()

@@ -175,6 +175,50 @@ async def test_conflict(store: Store, people: Any, new_id: IdGenerator) -> None:
     assert [(m.id, m.payload) for m in stored] == [(first.id, {"text": "hello"})]
 
 
+async def test_retries_and_conflicts_mixed_with_records_in_one_batch(
+    store: Store, people: Any, new_id: IdGenerator
+) -> None:
+    cid = await open_conversation(store, new_id, ALICE.id, BOB.id)
+    kept = message(new_id, cid, ALICE.id, BOB.id, "kept", op_id="op-1")
+    taken = message(new_id, cid, ALICE.id, BOB.id, "taken", op_id="op-2")
+    await asyncio.gather(*append_all(store, [kept, taken]))
+
+    cid2 = new_id()
+    fresh = message(new_id, cid, ALICE.id, BOB.id, "fresh", op_id="op-3")
+    retry = message(new_id, cid, ALICE.id, BOB.id, "kept", op_id="op-1")
+    clash = message(new_id, cid, ALICE.id, BOB.id, "not taken", op_id="op-2")
+    no_op = message(new_id, cid, BOB.id, ALICE.id, "no op_id")
+    first = append_all(store, [fresh, retry, clash, no_op])
+    store.write(OpenConversation(cid2, CAROL.id, DAVE.id, id_time(cid2)))
+    in_new = message(new_id, cid2, CAROL.id, DAVE.id, "same op_id, other sender", op_id="op-1")
+    again = message(new_id, cid, ALICE.id, BOB.id, "fresh", op_id="op-3")
+    changed = message(new_id, cid, ALICE.id, BOB.id, "fresh, changed", op_id="op-3")
+    no_op2 = message(new_id, cid, BOB.id, ALICE.id, "no op_id")
+    second = append_all(store, [in_new, again, changed, no_op2])
+    results = await asyncio.gather(*first, *second)
+
+    assert [(r.id, r.duplicate, r.conflict) for r in results] == [
+        (fresh.id, False, False),
+        (kept.id, True, False),
+        (taken.id, False, True),
+        (no_op.id, False, False),
+        (in_new.id, False, False),
+        (fresh.id, True, False),
+        (fresh.id, False, True),
+        (no_op2.id, False, False),
+    ]
+    stored_as = [fresh, kept, taken, no_op, in_new, fresh, fresh, no_op2]
+    assert [r.created for r in results] == pytest.approx([m.created for m in stored_as], abs=1e-6)
+    assert [m.id for m in await store.messages_after(cid, "")] == [
+        kept.id,
+        taken.id,
+        fresh.id,
+        no_op.id,
+        no_op2.id,
+    ]
+    assert [m.id for m in await store.messages_after(cid2, "")] == [in_new.id]
+
+
 async def test_item_error_fails_only_that_message(
     store: Store, people: Any, new_id: IdGenerator
 ) -> None:

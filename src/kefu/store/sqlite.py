@@ -1,9 +1,15 @@
-"""SQLite store: one writer connection on its own thread, pooled connections for reads.
+"""SQLite store: one writer connection for the write path, pooled connections for reads.
 
-* The **writer** is a stdlib `sqlite3` connection owned by the group-commit
-  thread (`writer.ThreadWriter`): WAL, `synchronous` NORMAL (a commit survives a
-  process crash, the last ones may be lost on power loss) or FULL (durable),
-  `busy_timeout`, foreign keys on. Each batch is one `BEGIN IMMEDIATE ... COMMIT`.
+* The **writer** is a stdlib `sqlite3` connection: WAL, `synchronous` NORMAL (a
+  commit survives a process crash, the last ones may be lost on power loss) or
+  FULL (durable), `busy_timeout`, foreign keys on, a page cache of
+  `WRITER_CACHE_KIB`. With NORMAL it runs on the event loop (`_OnTheLoop`,
+  driven by `aiowriter.AsyncWriter`; WAL checkpoints run in a thread), with
+  FULL on the group-commit thread (`writer.ThreadWriter`). Each batch is one
+  `BEGIN IMMEDIATE ... COMMIT`, in which every run of consecutive messages is
+  one `executemany` of `INSERT ... ON CONFLICT (sender_id, op_id) DO NOTHING`;
+  the messages are looked up one by one only when that skipped some (a
+  resent op_id).
 * **Reads** and account writes run the portable SQLAlchemy Core functions of
   `queries.py` on a pooled sync engine in `asyncio.to_thread`; in WAL mode they
   never block the writer and see only committed data. Reads do not wait for
@@ -56,6 +62,10 @@ from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp
 
 CHECKPOINT_INTERVAL = 0.5  # seconds between WAL checkpoints (on-loop writer)
+# The writer's page cache (SQLite's default is 2 MiB). It holds every page the
+# largest batch dirties, so none is written to the WAL before the commit and
+# again in it, and keeps the index pages that inserts touch.
+WRITER_CACHE_KIB = 16384
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
@@ -114,6 +124,27 @@ def sqlite_path(url: str) -> str:
     return db
 
 
+def _row(m: NewMessage) -> tuple[Any, ...]:
+    """The parameters of `_INSERT_MESSAGE` for one message."""
+    payload = m.payload if isinstance(m.payload, str) else m.payload.decode()
+    return (
+        m.id,
+        m.conversation_id,
+        m.type,
+        m.sender_id,
+        m.receiver_id,
+        payload,
+        m.op_id,
+        to_us(m.created),
+    )
+
+
+def _existing(stored: Any, type_: str, payload: str) -> Appended:
+    """The answer for a message whose (sender_id, op_id) already holds the `stored` row."""
+    same = stored[1] == type_ and _same_payload(stored[2], payload)
+    return Appended(id=stored[0], created=from_us(stored[3]), duplicate=same, conflict=not same)
+
+
 def _same_payload(stored: str, new: str) -> bool:
     if stored == new:
         return True
@@ -124,7 +155,7 @@ def _same_payload(stored: str, new: str) -> bool:
 
 
 class SqliteBackend:
-    """The SQL of the write path, run by the writer thread (see `writer.BatchBackend`)."""
+    """The SQL of the write path, run by the writer (see `writer.BatchBackend`)."""
 
     def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
         self.path = path
@@ -153,6 +184,7 @@ class SqliteBackend:
             con.execute(f"PRAGMA synchronous={self.synchronous}")
             con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             con.execute("PRAGMA foreign_keys=ON")
+            con.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             names = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
             missing = set(metadata.tables) - names
             if missing:
@@ -191,11 +223,7 @@ class SqliteBackend:
             raise StoreError("writer connection is closed")
         cur.execute("BEGIN IMMEDIATE")
         try:
-            if isolate:
-                results = [self._isolated(cur, op) for op in ops]
-            else:
-                apply = self._apply
-                results = [apply[type(op)](op) for op in ops]
+            results = [self._isolated(cur, op) for op in ops] if isolate else self._run(ops)
             cur.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -222,30 +250,71 @@ class SqliteBackend:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
 
-    def _message(self, m: NewMessage) -> Appended:
+    def _run(self, ops: Sequence[WriteOp]) -> list[Any]:
+        """Every op in order; each run of consecutive messages is one `executemany`."""
+        results: list[Any] = []
+        apply = self._apply
+        run: list[NewMessage] = []
+        for op in ops:
+            if isinstance(op, NewMessage):
+                run.append(op)
+                continue
+            if run:
+                results += self._messages(run)
+                run = []
+            results.append(apply[type(op)](op))
+        if run:
+            results += self._messages(run)
+        return results
+
+    def _messages(self, msgs: Sequence[NewMessage]) -> list[Appended]:
+        """Insert a run of messages with one `executemany`, in order.
+
+        If every row was inserted (the usual case) that is the answer. If not,
+        some (sender_id, op_id) was taken, by an earlier batch or an earlier
+        message of the run, and each message is looked up as `_message` does:
+        the row stored under its key is its own if it has its id. If that
+        accounts for more rows than were inserted, a message id was sent
+        twice; an `IntegrityError` then makes the writer run the batch again
+        op by op, which tells the two apart.
+        """
         cur = self._cur
         assert cur is not None
-        payload = m.payload if isinstance(m.payload, str) else m.payload.decode()
-        cur.execute(
-            _INSERT_MESSAGE,
-            (
-                m.id,
-                m.conversation_id,
-                m.type,
-                m.sender_id,
-                m.receiver_id,
-                payload,
-                m.op_id,
-                to_us(m.created),
-            ),
-        )
+        rows = [_row(m) for m in msgs]
+        cur.executemany(_INSERT_MESSAGE, rows)
+        inserted = cur.rowcount
+        if inserted == len(rows):
+            return [Appended(id=m.id, created=m.created) for m in msgs]
+        out: list[Appended] = []
+        own = 0
+        for m, row in zip(msgs, rows, strict=True):
+            if m.op_id is None:  # NULL never conflicts: it was inserted
+                stored = None
+            else:
+                stored = cur.execute(_STORED_MESSAGE, (m.sender_id, m.op_id)).fetchone()
+                if stored is None:  # cannot happen: DO NOTHING fires only on (sender_id, op_id)
+                    raise sqlite3.IntegrityError(f"message {m.id} was not stored")
+            if stored is None or stored[0] == m.id:
+                out.append(Appended(id=m.id, created=m.created))
+                own += 1
+            else:
+                out.append(_existing(stored, m.type, row[5]))
+        if own != inserted:
+            raise sqlite3.IntegrityError("a message id was sent twice")
+        return out
+
+    def _message(self, m: NewMessage) -> Appended:
+        """One message (the op-by-op path, each in its own savepoint)."""
+        cur = self._cur
+        assert cur is not None
+        row = _row(m)
+        cur.execute(_INSERT_MESSAGE, row)
         if cur.rowcount == 1:
             return Appended(id=m.id, created=m.created)
-        row = cur.execute(_STORED_MESSAGE, (m.sender_id, m.op_id)).fetchone()
-        if row is None:  # cannot happen: DO NOTHING fires only on (sender_id, op_id)
+        stored = cur.execute(_STORED_MESSAGE, (m.sender_id, m.op_id)).fetchone()
+        if stored is None:  # cannot happen: DO NOTHING fires only on (sender_id, op_id)
             raise sqlite3.IntegrityError(f"message {m.id} was not stored")
-        same = row[1] == m.type and _same_payload(row[2], payload)
-        return Appended(id=row[0], created=from_us(row[3]), duplicate=same, conflict=not same)
+        return _existing(stored, m.type, row[5])
 
     def _enqueue(self, r: Enqueue) -> None:
         assert self._cur is not None

@@ -360,8 +360,58 @@ async def test_history_newest_first_and_paging(
         before = page[-1].id
     assert [len(p) for p in pages] == [3, 3, 3, 3, 2]
     assert [h.id for p in pages for h in p] == [h.id for h in everything]
-    assert len(await store.history(BOB.id, limit=1000)) == 21
+    assert len(await store.history(CAROL.id, limit=1000)) == 7
     assert await store.history("nobody") == []
+
+
+async def test_history_spans_the_users_conversations(
+    store: Store, people: Any, new_id: IdGenerator
+) -> None:
+    """A user's history merges all its conversations, whoever the waiter, newest first."""
+    convs = [
+        (await open_conversation(store, new_id, ALICE.id, waiter), waiter)
+        for waiter in (BOB.id, DAVE.id, BOB.id, DAVE.id)
+    ]
+    theirs = await open_conversation(store, new_id, CAROL.id, BOB.id)
+    mine, others = [], []
+    for i in range(40):
+        # a block per conversation first, then all four interleaved (ids from one clock)
+        cid, waiter = convs[i // 5] if i < 20 else convs[i * 3 % 4]
+        sender, receiver = (ALICE.id, waiter) if i % 3 else (waiter, ALICE.id)
+        m = message(new_id, cid, sender, receiver, f"m{i}", op_id=f"op{i}")
+        other = message(new_id, theirs, CAROL.id, BOB.id, f"c{i}", op_id=f"op{i}")
+        append_all(store, [m, other])
+        mine.append(m)
+        others.append(other)
+        if i % 8 == 7:
+            await store.flush()
+    await store.flush()
+    newest_first = [m.id for m in reversed(mine)]
+    assert [h.id for h in await store.history(ALICE.id, limit=1000)] == newest_first
+    assert [h.id for h in await store.history(ALICE.id)] == newest_first  # limit 100
+
+    pages, before = [], None
+    while page := await store.history(ALICE.id, before=before, limit=7):
+        pages.append([h.id for h in page])
+        before = page[-1].id
+    assert [len(p) for p in pages] == [7, 7, 7, 7, 7, 5]
+    assert [i for p in pages for i in p] == newest_first
+    # `before` need not be one of the user's messages
+    middle = others[25].id
+    older = [m.id for m in reversed(mine) if m.id < middle]
+    assert [h.id for h in await store.history(ALICE.id, before=middle, limit=4)] == older[:4]
+    # the waiter's side is in the history, with both profiles
+    entry = next(h for h in await store.history(ALICE.id) if h.id == mine[3].id)
+    assert (entry.sender, entry.receiver, entry.payload) == (
+        BOB.profile(),
+        ALICE.profile(),
+        {"text": "m3"},
+    )
+    assert [h.id for h in await store.history(CAROL.id, limit=1000)] == [
+        m.id for m in reversed(others)
+    ]
+    # a waiter is never the user of a conversation: its own history is empty
+    assert await store.history(BOB.id) == []
 
 
 async def test_sessions(store: Store, people: Any, new_id: IdGenerator) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from kefu.settings import Settings
 from kefu.store import open_store
-from kefu.store.migrate import current, head, resolve_url, upgrade
+from kefu.store.migrate import alembic_config, current, head, resolve_url, upgrade
 from kefu.store.sqlite import SqliteStore
 from kefu.store.tables import metadata
 
@@ -31,7 +33,7 @@ def test_upgrade_creates_all_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{path}"
     assert current(url) is None
     upgrade(url)
-    assert current(url) == head() == "0001"
+    assert current(url) == head() == "0002"
     engine = create_engine(url)
     try:
         names = set(inspect(engine).get_table_names())
@@ -51,7 +53,7 @@ def test_upgrade_twice_is_a_no_op(tmp_path: Path) -> None:
     before = _schema(path)
     upgrade(url)
     assert _schema(path) == before
-    assert current(url) == "0001"
+    assert current(url) == "0002"
 
 
 def test_concurrent_upgrades_on_a_fresh_file(tmp_path: Path) -> None:
@@ -63,7 +65,48 @@ def test_concurrent_upgrades_on_a_fresh_file(tmp_path: Path) -> None:
     ]
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert current(url) == "0002"
+
+
+def test_0002_keeps_the_messages_and_downgrades(tmp_path: Path) -> None:
+    path = tmp_path / "kefu.db"
+    url = f"sqlite:///{path}"
+    upgrade(url, "0001")
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "INSERT INTO accounts (id, username, role, created_at) VALUES ('u', 'u', 'user', 0)"
+        )
+        con.execute(
+            "INSERT INTO accounts (id, username, role, created_at) VALUES ('w', 'w', 'waiter', 0)"
+        )
+        con.execute(
+            "INSERT INTO conversations (id, user_id, waiter_id, opened_at)"
+            " VALUES ('c', 'u', 'w', 0)"
+        )
+        con.execute(
+            "INSERT INTO messages VALUES ('00000000000000000001', 'c', 'message_text', 'u', 'w',"
+            " '{}', 'op', 0)"
+        )
+    schema_0001 = _schema(path)
+    upgrade(url)
+    assert current(url) == "0002"
+    names = {name for name, _ in _schema(path)}
+    assert "ix_messages_sender_id_id" not in names and "ix_messages_receiver_id_id" not in names
+    assert "ix_messages_conversation_id_id" in names
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT id, op_id FROM messages").fetchall() == [
+            ("00000000000000000001", "op")
+        ]
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    schema_0002 = _schema(path)
+
+    command.downgrade(alembic_config(url), "0001")
     assert current(url) == "0001"
+    assert _schema(path) == schema_0001
+    upgrade(url)
+    assert _schema(path) == schema_0002
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT count(*) FROM messages").fetchone() == (1,)
 
 
 def test_resolve_url() -> None:

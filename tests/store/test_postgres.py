@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -16,7 +17,7 @@ from cluster.services import create_database, drop_database, in_thread
 from kefu.core.commands import Enqueue
 from kefu.ids import IdGenerator
 from kefu.store.base import Appended, StoreUnavailable
-from kefu.store.migrate import upgrade
+from kefu.store.migrate import alembic_config, upgrade
 from kefu.store.tables import metadata
 
 from .conftest import ALICE, BOB, PostgresHarness
@@ -58,18 +59,34 @@ def test_migrations_build_the_schema_of_tables_py(fresh_db: str) -> None:
     upgrade(fresh_db)  # a no-op the second time
     diff, version = _diff_and_version(fresh_db)
     assert diff == []
+    assert version == "0002"
+
+
+def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
+    upgrade(fresh_db)
+    command.downgrade(alembic_config(fresh_db), "0001")
+    diff, version = _diff_and_version(fresh_db)
     assert version == "0001"
+    # the two indexes 0002 drops are back, and nothing else differs from tables.py
+    assert sorted((op, index.name) for op, index in diff) == [
+        ("remove_index", "ix_messages_receiver_id_id"),
+        ("remove_index", "ix_messages_sender_id_id"),
+    ]
+    upgrade(fresh_db)
+    assert _diff_and_version(fresh_db) == ([], "0002")
 
 
 def test_concurrent_upgrades_on_postgres(fresh_db: str) -> None:
-    code = "import sys; from kefu.store.migrate import upgrade; upgrade(sys.argv[1])"
+    code = (
+        "import sys; from kefu.store.migrate import alembic_config, upgrade; upgrade(sys.argv[1])"
+    )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, fresh_db], stderr=subprocess.PIPE)
         for _ in range(3)
     ]
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
-    assert _diff_and_version(fresh_db) == ([], "0001")
+    assert _diff_and_version(fresh_db) == ([], "0002")
 
 
 async def test_store_survives_killed_connections(postgres_url: str) -> None:

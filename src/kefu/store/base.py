@@ -172,7 +172,11 @@ class Store(Protocol):
     async def history(
         self, user_id: str, before: str | None = None, limit: int = 100
     ) -> list[HistoryEntry]:
-        """Messages sent or received by `user_id`, newest first, ids below `before`."""
+        """The user's messages, newest first, ids below `before`.
+
+        Every message, both ways, of the conversations whose user is `user_id`
+        (an account that is only ever the waiter of its conversations has none).
+        """
 
     async def sessions(self, waiter_id: str, limit: int = 100) -> list[SessionEntry]:
         """The waiter's latest conversation with each user, newest first."""

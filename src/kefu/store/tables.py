@@ -8,6 +8,10 @@ Limits and conventions:
   (`kefu.ids`), so string order is time order and `ORDER BY id` is
   chronological without a second column.
 * `payload` is the JSON text exactly as given to the store.
+* Every index on `messages` is written on every message stored, so it has
+  only what the reads and the idempotency key need: the primary key,
+  unique (sender_id, op_id) and (conversation_id, id). A user's messages are
+  found through its conversations (`queries.history`).
 * Constraint and index names follow `NAMING_CONVENTION`, so migrations
   (Alembic batch mode on SQLite) can refer to them by name.
 
@@ -92,8 +96,6 @@ messages = Table(
     Column("op_id", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("sender_id", "op_id", name="uq_messages_sender_id_op_id"),
-    Index("ix_messages_sender_id_id", "sender_id", "id"),
-    Index("ix_messages_receiver_id_id", "receiver_id", "id"),
     Index("ix_messages_conversation_id_id", "conversation_id", "id"),
 )
 

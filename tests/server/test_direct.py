@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
+import os
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -217,3 +219,73 @@ async def test_a_client_that_answers_pings_stays(tmp_path: Path) -> None:
         await say(user, waiter, "still here")
         await user.close()
         await waiter.close()
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One masked client frame."""
+    mask = os.urandom(4)
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    n = len(payload)
+    if n < 126:
+        head += bytes((0x80 | n,))
+    else:
+        head += bytes((0x80 | 126,)) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await asyncio.wait_for(reader.readexactly(2), 5)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    return head[0], await asyncio.wait_for(reader.readexactly(n), 5)
+
+
+def _ask(i: int, pad: int = 0) -> bytes:
+    body = {"type": "connect", "op_id": f"op-{i}", "payload": {"pad": "x" * pad}}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+async def test_frames_cut_anywhere_are_read_whole(node: Settings, chunk: int) -> None:
+    """Frames arriving in pieces of any size, short and 16-bit lengths, a ping among them."""
+    reader, writer, response = await _upgrade(node.port)
+    assert response.startswith("HTTP/1.1 101")
+    stream = b"".join(_frame(0x1, _ask(i, pad=300 * (i % 3))) for i in range(12))
+    stream += _frame(0x9, b"are you there")
+    stream += b"".join(_frame(0x1, _ask(i)) for i in range(12, 20))
+    for at in range(0, len(stream), chunk):
+        writer.write(stream[at : at + chunk])
+        await writer.drain()
+    answers, pongs = [], []
+    while len(answers) < 20 or not pongs:
+        opcode, payload = await _server_frame(reader)
+        if opcode == 0x8A:
+            pongs.append(payload)
+        else:
+            assert opcode == 0x81
+            answers.append(json.loads(payload)["op_id"])
+    assert answers == [f"op-{i}" for i in range(20)]  # each refused (no auth), in order
+    assert pongs == [b"are you there"]
+    writer.close()
+
+
+async def test_after_a_fragmented_message_every_frame_is_still_read(node: Settings) -> None:
+    """A fragment hands the socket to websockets' parser; frames after it are read as before."""
+    reader, writer, _ = await _upgrade(node.port)
+    first, rest = _ask(1)[:10], _ask(1)[10:]
+    stream = _frame(0x1, _ask(0)) + _frame(0x1, first, fin=False) + _frame(0x0, rest)
+    stream += _frame(0x9, b"ping") + _frame(0x1, _ask(2)) + _frame(0x1, b"\xff\xfe not UTF-8")
+    writer.write(stream)
+    seen = []
+    while True:
+        opcode, payload = await _server_frame(reader)
+        seen.append((opcode, payload if opcode != 0x81 else json.loads(payload).get("op_id")))
+        if opcode == 0x88:
+            break
+    answers = [payload for opcode, payload in seen if opcode == 0x81]
+    assert answers == ["op-0", "op-1", "op-2"]  # op-1 in two fragments
+    assert (0x8A, b"ping") in seen  # answered when it came; kefu's own frames go at a pass's end
+    assert seen[-1][0] == 0x88 and int.from_bytes(seen[-1][1][:2], "big") == 1007  # bad UTF-8
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()

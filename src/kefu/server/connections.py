@@ -108,6 +108,7 @@ class Connection:
         self._sent: asyncio.Event | None = None  # made by wait_below, set as frames leave
         self._dead = False  # the peer is gone: nothing will be sent
         sock.on_writable = self._writable
+        sock.on_closing = self.flush  # what was pushed before a close goes before it
 
     def push(self, data: bytes) -> None:
         """Send one encoded frame; closes the socket with 1013 if too many are held."""

@@ -46,6 +46,11 @@ from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    from websockets.utils import apply_mask
+
 log = logging.getLogger("kefu.direct")
 # websockets logs every frame, bodies and tokens included, at DEBUG on the logger it is
 # given: this one never passes DEBUG, whatever the log level.
@@ -54,6 +59,7 @@ _frames_log.setLevel(logging.INFO)
 
 _OPEN = State.OPEN
 _TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
+_PLAIN = frozenset((0x81, 0x82, 0x89, 0x8A))  # FIN, no RSV bits: text, binary, ping, pong
 _SHORT = [bytes((0x81, n)) for n in range(126)]  # FIN + text opcode, unmasked, length < 126
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame, then drop the TCP connection
 
@@ -84,6 +90,7 @@ class DirectSocket(asyncio.Protocol):
 
     on_frame: Callable[[str | bytes], None] | None = None
     on_writable: Callable[[bool], None] | None = None  # False: over high water; True: drained
+    on_closing: Callable[[], None] | None = None  # a close frame is about to go: write what's left
     on_closed: Callable[[], None] | None = None  # once, when the TCP connection is gone
 
     def __init__(
@@ -94,9 +101,12 @@ class DirectSocket(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self._connections = server_state.connections
         self._connections.add(self)  # type: ignore[arg-type]  # uvicorn shuts these down too
+        self._max_size = config.ws_max_size
+        self._unparsed: bytes | None = b""  # None once websockets' parser reads the socket
         self._parts: list[bytes] = []  # a fragmented message so far
         self._parts_text = True
         self._reading_held = False
+        self._closing = False  # a close frame was written: no data frame may follow
         self._gone = False
         self._ping_interval = config.ws_ping_interval
         self._ping_timeout = config.ws_ping_timeout
@@ -108,6 +118,11 @@ class DirectSocket(asyncio.Protocol):
 
     # -- in ----------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._unparsed is not None:
+            data = self._read_plain(self._unparsed + data if self._unparsed else data)
+            if not data:
+                self._send_pending()
+                return
         conn = self.conn
         conn.receive_data(data)
         for event in conn.events_received():
@@ -130,13 +145,65 @@ class DirectSocket(asyncio.Protocol):
                 self._send_pending()
         self._send_pending()
 
+    def _read_plain(self, data: bytes) -> bytes:
+        """Handle the frames of the common case here; what is left over is websockets' from now on.
+
+        The common case is what chat clients send: whole (FIN) text or binary
+        frames under 64 KiB and the socket's limit, pings and pongs, masked,
+        no RSV bits. Those are parsed here, without websockets' parser; a
+        frame cut off at the end of `data` waits in `_unparsed` for the rest.
+        The first frame of any other kind (a close, a fragment, a protocol
+        error, a large frame) starts websockets' parser on the socket for
+        good, at that frame's first byte: from there on it checks and
+        answers everything, as for any socket.
+        """
+        pos, end, limit = 0, len(data), self._max_size
+        while end - pos >= 2:
+            b0, b1 = data[pos], data[pos + 1]
+            if not b1 & 0x80 or b0 not in _PLAIN:  # unmasked, RSV bits, fragments, close...
+                break
+            length = b1 & 0x7F
+            start = pos + 6
+            if length == 126:
+                if b0 & 0x08:  # a control frame's payload is at most 125 bytes
+                    break
+                if end - pos < 4:
+                    self._unparsed = data[pos:]
+                    return b""
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 8
+            elif length == 127:
+                break
+            if length > limit:
+                break
+            stop = start + length
+            if stop > end:
+                self._unparsed = data[pos:]
+                return b""
+            payload = apply_mask(data[start:stop], data[start - 4 : start])
+            pos = stop
+            if b0 == 0x81 or b0 == 0x82:
+                self._message(payload, b0 == 0x81)
+                if self.conn.state is not _OPEN:  # closed while handling it
+                    break
+            elif b0 == 0x89:
+                self.conn.send_pong(payload)
+                self._send_pending()  # before anything a later frame makes us send
+            else:
+                self._pong(payload)
+        else:
+            self._unparsed = data[pos:] if pos < end else b""
+            return b""
+        self._unparsed = None
+        return data[pos:]
+
     def _message(self, data: Any, text: bool) -> None:
         on_frame = self.on_frame
         if on_frame is None or self.conn.state is not _OPEN:
             return
         if text:
             try:
-                message: str | bytes = bytes(data).decode()
+                message: str | bytes = str(data, "utf-8")
             except UnicodeDecodeError:
                 self.conn.fail(1007, "invalid UTF-8")
                 return
@@ -165,7 +232,7 @@ class DirectSocket(asyncio.Protocol):
     # -- out ---------------------------------------------------------------------
     def write_frames(self, frames: list[bytes]) -> bool:
         """Send each item (UTF-8 JSON) as one text frame, all in one write; False once closing."""
-        if self.conn.state is not _OPEN or self._gone:
+        if self._closing or self._gone:
             return False
         parts: list[bytes] = []
         for data in frames:
@@ -197,6 +264,10 @@ class DirectSocket(asyncio.Protocol):
         writes = conn.data_to_send()
         if not writes or self._gone:
             return
+        if conn.state is not _OPEN and not self._closing:  # the close frame is among `writes`
+            if self.on_closing is not None:
+                self.on_closing()
+            self._closing = True
         transport = self.transport
         for data in writes:
             if data is SEND_EOF or not data:
@@ -262,7 +333,7 @@ class DirectSocket(asyncio.Protocol):
         if parser is not None:
             parser.close()
         on_closed = self.on_closed
-        self.on_frame = self.on_writable = self.on_closed = None
+        self.on_frame = self.on_writable = self.on_closing = self.on_closed = None
         if on_closed is not None:
             try:
                 on_closed()

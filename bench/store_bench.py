@@ -18,14 +18,33 @@ appending and waiting are timed, not building the messages. Sizes run in a
 different order in every repeat, and the WAL is emptied between runs (see
 `settle`; `--sustained` keeps it).
 
+With `--duration S` every run instead appends for S seconds at its batch size,
+with the WAL kept for the whole run (it is emptied before each run), and
+reports what steady load does to the WAL and to latency: rows/s, µs of CPU per
+row (and, of that, the event loop thread's, where the writer runs), the WAL
+file's largest and final size, the latency of a batch (from its first `append`
+to its last `done`) at p50, p99 and max, pooled over the repeats, and what the
+checkpointer did (`SqliteStore.checkpoint_stats`): WAL restarts, held passes
+and the longest hold. By default each batch is appended as soon as the
+previous one is done (the writer never idles); `--rate R` appends a batch
+every size/R seconds instead, whether or not the previous one is done, like a
+moderate load. All the messages of a run are built before it (for a closed
+loop: 1.5 times what a short untimed run's rate would take) and kept out of
+garbage collection while it runs; a run that uses them up ends early.
+
     .venv/bin/python bench/store_bench.py
     .venv/bin/python bench/store_bench.py --sizes 1,20,300 --rows 20000 --repeat 3
+    .venv/bin/python bench/store_bench.py --sizes 5,20,100 --duration 15 --repeat 1
+    .venv/bin/python bench/store_bench.py --sizes 5,20 --duration 15 --rate 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import math
+import os
 import random
 import resource
 import sqlite3
@@ -98,12 +117,14 @@ class BatchDone:
         self.pending = pending
         self.failures: list[object] = []
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.at = 0.0  # time.perf_counter() when the last message was settled
 
     def done(self, result: Appended | BaseException) -> None:
         if not isinstance(result, Appended) or result.duplicate or result.conflict:
             self.failures.append(result)
         self.pending -= 1
         if self.pending == 0:
+            self.at = time.perf_counter()
             self.finished.set_result(None)
 
 
@@ -166,29 +187,118 @@ async def run_size(
     )
 
 
+@dataclass
+class Sustained:
+    rows: int
+    wall: float  # seconds appending and waiting
+    cpu: float  # seconds of process CPU meanwhile
+    loop_cpu: float  # of which the event loop's thread (the writer's)
+    wal_max: int  # bytes: the largest WAL file seen (sampled every 2 ms at most)
+    wal_end: int  # bytes: the WAL file once the run is over
+    latencies: list[float]  # seconds from a batch's first append to its last done
+    restarts: int = 0  # times the checkpointer saw the WAL started over
+    holds: int = 0  # held passes of the checkpointer (the writer kept from starting batches)
+    longest_hold: float = 0.0  # seconds
+
+
+def wal_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def run_sustained(
+    store: SqliteStore, batches: list[list[NewMessage]], duration: float, rate: float
+) -> Sustained:
+    """Append `batches` for at most `duration` seconds; see the module docstring."""
+    wal = store.path + "-wal"
+    out = Sustained(0, 0.0, 0.0, 0.0, wal_size(wal), 0, [])
+    checkpoints = store.checkpoint_stats
+    restarts, holds = checkpoints.restarts, checkpoints.holds
+    checkpoints.longest_hold = 0.0  # from this run on
+    size = len(batches[0])
+    interval = size / rate if rate > 0 else 0.0
+    pending: list[tuple[float, BatchDone]] = []
+    gc.collect()
+    gc.freeze()  # no collection walks the prebuilt messages while timing
+    try:
+        c0, t0 = time.process_time(), time.thread_time()
+        w0 = sample = time.perf_counter()
+        for i, batch in enumerate(batches):
+            if interval:
+                delay = w0 + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            settled = BatchDone(len(batch))
+            start = time.perf_counter()
+            for m in batch:
+                store.append(m, settled.done)
+            pending.append((start, settled))
+            if not interval:
+                await settled.finished
+            now = time.perf_counter()
+            if now >= sample:
+                out.wal_max = max(out.wal_max, wal_size(wal))
+                sample = now + 0.002
+            if now - w0 >= duration:
+                break
+        await asyncio.gather(*(settled.finished for _, settled in pending))
+        out.cpu = time.process_time() - c0
+        out.loop_cpu = time.thread_time() - t0
+        out.wall = time.perf_counter() - w0
+    finally:
+        gc.unfreeze()
+    for start, settled in pending:
+        if settled.failures:
+            raise SystemExit(f"append failed: {settled.failures[0]!r}")
+        out.latencies.append(settled.at - start)
+        out.rows += size
+    out.wal_max = max(out.wal_max, wal_size(wal))
+    out.wal_end = wal_size(wal)
+    out.restarts = checkpoints.restarts - restarts
+    out.holds = checkpoints.holds - holds
+    out.longest_hold = checkpoints.longest_hold
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank `p` percentile of `values` (0 < p <= 100)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
 async def settle(store: SqliteStore, sustained: bool) -> None:
     """Between runs: commit everything and, unless `sustained`, empty the WAL.
 
-    Under a steady stream of commits the checkpointer's PASSIVE checkpoints
-    never catch up with the writer, so the WAL is never restarted and grows
-    for as long as the stream lasts; emptying it here makes every run start
-    from the same state.
+    Under a steady stream of commits the WAL fills up and starts over as the
+    store's checkpointer goes (see `kefu.store.sqlite._Checkpointer`); emptying
+    it here makes every run start from the same state.
     """
     await store.flush()
     if sustained:
         return
 
-    def truncate() -> None:
+    def truncate() -> bool:
         con = sqlite3.connect(store.path, timeout=10)
         try:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             con.close()
+        return not busy
 
-    await asyncio.to_thread(truncate)
+    # busy while the store's checkpointer is in a pass (that lock has no busy handler)
+    for _ in range(100):
+        if await asyncio.to_thread(truncate):
+            return
+        await asyncio.sleep(0.01)
+    raise SystemExit("could not empty the WAL")
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.duration > 0:
+        await main_sustained(args)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     rng = random.Random(args.seed)
     new_id = IdGenerator(node=1)
@@ -238,6 +348,76 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+async def main_sustained(args: argparse.Namespace) -> None:
+    """`--duration`: each run appends for that long at one batch size, the WAL kept."""
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = random.Random(args.seed)
+    new_id = IdGenerator(node=1)
+    with tempfile.TemporaryDirectory(prefix="kefu-store-bench-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'kefu.db'}"
+        upgrade(url)
+        store = SqliteStore(url, synchronous=args.synchronous)
+        await store.start()
+        try:
+            routes = await setup(store, new_id, args.conversations)
+            if args.warmup:
+                await run_size(store, new_id, routes, 300, args.warmup, rng, args.text)
+            results: dict[int, list[Sustained]] = {s: [] for s in sizes}
+            for r in range(args.repeat):
+                for size in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
+                    if args.rate > 0:
+                        rows = args.rate * args.duration + size
+                    else:  # how many rows the run could take: 1.5 times a short run's rate
+                        probe = await run_size(store, new_id, routes, size, 5000, rng, args.text)
+                        rows = 1.5 * probe.rows / probe.wall * args.duration
+                    batches = [
+                        build(new_id, routes, size, rng, args.text)
+                        for _ in range(max(1, int(rows) // size))
+                    ]
+                    await settle(store, sustained=False)  # every run starts from an empty WAL
+                    # not timed: the first commit into the emptied WAL syncs its new header
+                    # and waits while the file system frees the old WAL's blocks
+                    await run_size(store, new_id, routes, size, size, rng, args.text)
+                    results[size].append(
+                        await run_sustained(store, batches, args.duration, args.rate)
+                    )
+                    del batches
+            await store.flush()
+            stats = store.writer.stats
+        finally:
+            await store.close()
+    load = f"a batch every size/{args.rate:g} s" if args.rate > 0 else "closed loop"
+    print(
+        f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous},"
+        f" {args.conversations} conversations, {args.warmup} rows before timing,"
+        f" {args.duration:g} s per run ({load}), WAL kept during a run,"
+        f" median of {args.repeat} runs (WAL max: the largest; latency: every batch);"
+        f" {stats.commits} commits"
+    )
+    print(
+        f"{'batch':>6} {'secs':>5} {'rows/s':>9} {'CPU us/row':>11} {'(loop)':>7}"
+        f" {'WAL max MiB':>12}"
+        f" {'end MiB':>8}"
+        f" {'batch latency p50 / p99 / max ms':>33} {'restarts':>8} {'holds':>6}"
+        f" {'longest hold ms':>15}"
+    )
+    mib = 1024 * 1024
+    for size in sizes:
+        runs = results[size]
+        lat = [x * 1e3 for run in runs for x in run.latencies]
+        latency = f"{percentile(lat, 50):.2f} / {percentile(lat, 99):.2f} / {max(lat):.2f}"
+        print(
+            f"{size:>6} {statistics.median(r.wall for r in runs):>5.1f}"
+            f" {statistics.median(r.rows / r.wall for r in runs):>9,.0f}"
+            f" {statistics.median(r.cpu / r.rows * 1e6 for r in runs):>11.1f}"
+            f" {statistics.median(r.loop_cpu / r.rows * 1e6 for r in runs):>7.1f}"
+            f" {max(r.wal_max for r in runs) / mib:>12.1f}"
+            f" {statistics.median(r.wal_end for r in runs) / mib:>8.1f} {latency:>33}"
+            f" {sum(r.restarts for r in runs):>8} {sum(r.holds for r in runs):>6}"
+            f" {max(r.longest_hold for r in runs) * 1e3:>15.2f}"
+        )
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--sizes", default="1,5,20,100,300", help="batch sizes, comma-separated")
@@ -248,6 +428,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     p.add_argument("--text", type=int, default=0, help="bytes added to every message text")
     p.add_argument("--sustained", action="store_true", help="do not empty the WAL between runs")
+    p.add_argument(
+        "--duration", type=float, default=0.0, help="seconds per run of steady load (WAL kept)"
+    )
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="with --duration: rows/s (0: closed loop)"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-uvloop", action="store_true", help="plain asyncio instead of uvloop")
     return p.parse_args(argv)

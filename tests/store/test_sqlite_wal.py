@@ -1,0 +1,159 @@
+"""The on-loop SQLite writer's WAL stays bounded under steady writes, and holds are safe.
+
+A PASSIVE checkpoint alone never catches up with a writer that keeps
+committing, so without the checkpointer's catch-up and restart the WAL file
+grows by every frame written. The first test writes several times more WAL
+than its bound, with batches back to back, so that only a WAL that starts over
+stays under it, whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from kefu.ids import IdGenerator
+from kefu.store import sqlite as sqlite_store
+from kefu.store.base import Account, Appended, NewMessage
+from kefu.store.migrate import upgrade
+from kefu.store.sqlite import SqliteBackend, SqliteStore, _OnTheLoop
+
+from .conftest import ALICE, BOB
+from .test_contract import append_all, message, open_conversation
+
+# Small sizes, so that a few seconds of writes go through many restarts.
+LIMITS = {
+    "WAL_RESTART_BYTES": 2 << 20,
+    "WAL_SIZE_LIMIT": 4 << 20,
+    "CHECKPOINT_BYTES": 512 << 10,
+    "CATCH_UP_BYTES": 512 << 10,
+}
+BOUND = 32 << 20  # the WAL file must stay under this (a restart at 2 MiB, plus a margin)
+ROWS = 30_000  # each goes into the table and three indexes: over 200 MiB of WAL in all
+BATCH = 20
+
+
+def wal_bytes(db: Path) -> int:
+    try:
+        return os.stat(str(db) + "-wal").st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def test_sustained_appends_keep_the_wal_file_bounded(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    for name, value in LIMITS.items():
+        monkeypatch.setattr(sqlite_store, name, value)
+    db = tmp_path / "kefu.db"
+    upgrade(f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:
+        (version,) = con.execute("PRAGMA user_version").fetchone()
+    store = SqliteStore(f"sqlite:///{db}")
+    await store.start()
+    new_id = IdGenerator(node=1)
+    rng = random.Random(7)
+    acked: list[str] = []
+    largest = 0
+    try:
+        waiters = [Account(id=f"w{i}", username=f"waiter{i}", role="waiter") for i in range(4)]
+        users = [Account(id=f"u{i}", username=f"user{i}", role="user") for i in range(20)]
+        for account in waiters + users:
+            await store.upsert_account(account)
+        routes = [
+            (
+                await open_conversation(store, new_id, u.id, waiters[i % 4].id),
+                u.id,
+                waiters[i % 4].id,
+            )
+            for i, u in enumerate(users)
+        ]
+        text = "x" * 300
+        for n in range(ROWS // BATCH):
+            batch: list[NewMessage] = []
+            for _ in range(BATCH):
+                cid, user, waiter = rng.choice(routes)
+                sender, receiver = (user, waiter) if rng.random() < 0.5 else (waiter, user)
+                batch.append(message(new_id, cid, sender, receiver, text, f"{n}-{len(batch)}"))
+            results = await asyncio.gather(*append_all(store, batch))
+            for m, result in zip(batch, results, strict=True):
+                assert isinstance(result, Appended) and result.id == m.id, result
+                acked.append(m.id)
+            largest = max(largest, wal_bytes(db))
+        await store.flush()
+        # every acked message is readable through the store while it runs
+        read = set()
+        for cid, _, _ in routes:
+            read |= {m.id for m in await store.messages_after(cid, "0", ROWS)}
+        assert read == set(acked)
+    finally:
+        await store.close()
+    assert largest < BOUND, f"the WAL file reached {largest / (1 << 20):.0f} MiB"
+    stats = store.checkpoint_stats
+    assert stats.restarts > 0 and stats.holds > 0, stats
+    with sqlite3.connect(db) as con:
+        assert {row[0] for row in con.execute("SELECT id FROM messages")} == set(acked)
+        assert con.execute("PRAGMA user_version").fetchone()[0] == version
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def on_the_loop(tmp_path: Path) -> tuple[_OnTheLoop, str]:
+    """An on-loop writer on a fresh database, and an open conversation in it."""
+    db = tmp_path / "kefu.db"
+    upgrade(f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:
+        con.executemany(
+            "INSERT INTO accounts (id, username, role, created_at) VALUES (?, ?, ?, 0)",
+            [(ALICE.id, ALICE.username, ALICE.role), (BOB.id, BOB.username, BOB.role)],
+        )
+        con.execute(
+            "INSERT INTO conversations (id, user_id, waiter_id, opened_at) VALUES (?, ?, ?, 0)",
+            ("c1", ALICE.id, BOB.id),
+        )
+    return _OnTheLoop(SqliteBackend(str(db), "NORMAL", 5.0)), "c1"
+
+
+def count(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "kefu.db") as con:
+        return int(con.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+async def test_a_batch_waits_while_the_writer_is_held_and_starts_when_released(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(sqlite_store, "HOLD_TIMEOUT", 60.0)
+    writer, cid = on_the_loop(tmp_path)
+    await writer.open()
+    try:
+        m = message(IdGenerator(node=1), cid, ALICE.id, BOB.id, "hi")
+        with writer.held():
+            batch = asyncio.ensure_future(writer.execute([m], False))
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+            assert not batch.done()
+            assert count(tmp_path) == 0
+        (result,) = await batch
+        assert isinstance(result, Appended) and result.id == m.id
+        assert count(tmp_path) == 1
+    finally:
+        await writer.close()
+
+
+async def test_a_batch_waits_for_a_hold_at_most_hold_timeout(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(sqlite_store, "HOLD_TIMEOUT", 0.05)
+    writer, cid = on_the_loop(tmp_path)
+    await writer.open()
+    try:
+        m = message(IdGenerator(node=1), cid, ALICE.id, BOB.id, "hi")
+        with writer.held():  # never released while the batch runs
+            (result,) = await writer.execute([m], False)
+            assert isinstance(result, Appended) and result.id == m.id
+            assert count(tmp_path) == 1
+    finally:
+        await writer.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kefu.ids import IdGenerator
-from kefu.store import sqlite as sqlite_store
+from kefu.store import sqlite_loop as sqlite_store
 from kefu.store.migrate import upgrade
 from kefu.store.sqlite import SqliteStore
 

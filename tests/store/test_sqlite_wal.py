@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kefu.ids import IdGenerator
-from kefu.store import sqlite as sqlite_store
+from kefu.store import sqlite_loop as sqlite_store
 from kefu.store.base import Account, Appended, NewMessage
 from kefu.store.migrate import upgrade
-from kefu.store.sqlite import SqliteBackend, SqliteStore, _OnTheLoop
+from kefu.store.sqlite import SqliteBackend, SqliteStore
+from kefu.store.sqlite_loop import _OnTheLoop
 
 from .conftest import ALICE, BOB
 from .test_contract import append_all, message, open_conversation

@@ -3,7 +3,7 @@
 * The **writer** is a stdlib `sqlite3` connection: WAL, `synchronous` NORMAL (a
   commit survives a process crash, the last ones may be lost on power loss) or
   FULL (durable), `busy_timeout`, foreign keys on, a page cache of
-  `WRITER_CACHE_KIB`. With NORMAL it runs on the event loop (`_OnTheLoop`,
+  `WRITER_CACHE_KIB`. With NORMAL it runs on the event loop (`sqlite_loop._OnTheLoop`,
   driven by `aiowriter.AsyncWriter`; WAL checkpoints run in a thread), with
   FULL on the group-commit thread (`writer.ThreadWriter`). Each batch is one
   `BEGIN IMMEDIATE ... COMMIT`, in which every run of consecutive messages is
@@ -17,7 +17,7 @@
 * `rate` goes through the writer FIFO, so it is ordered after the lifecycle
   records queued before it.
 * **WAL checkpoints** with NORMAL: the writer on the loop never checkpoints (a
-  checkpoint fsyncs). `_Checkpointer` copies the WAL into the database with
+  checkpoint fsyncs). `sqlite_loop._Checkpointer` copies the WAL into the database with
   PASSIVE checkpoints from a thread of its own, and once the WAL holds
   `WAL_RESTART_BYTES` it catches up and holds the writer for the last few
   frames (a millisecond or two; a batch waits at most `HOLD_TIMEOUT`) so that
@@ -32,7 +32,7 @@ need to share the file). Foreign keys are enforced (as PostgreSQL will), so
 conversations and queue entries need their accounts, and messages their
 conversation. A read that keeps one snapshot open keeps the WAL from starting
 over while it lasts, and a writer committing as fast as it can fills the WAL to
-several times `WAL_RESTART_BYTES` between restarts (see `_Checkpointer`).
+several times `WAL_RESTART_BYTES` between restarts (see `sqlite_loop`).
 """
 
 from __future__ import annotations
@@ -40,13 +40,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -70,25 +67,14 @@ from kefu.store.base import (
     StoredMessage,
     StoreError,
 )
+from kefu.store.sqlite_loop import CheckpointStats, _Checkpointer, _OnTheLoop
 from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp
 
-# WAL checkpoints of the on-loop writer (see `_Checkpointer`).
-CHECKPOINT_INTERVAL = 0.5  # most seconds between checkpoint rounds
-CHECKPOINT_MIN_INTERVAL = 0.01  # least seconds between rounds (the WAL fills fast)
-WAL_RESTART_BYTES = 32 << 20  # a round starts the WAL over once it holds this much
-CHECKPOINT_BYTES = 8 << 20  # or sooner: once about this much WAL was written since the last
-WAL_SIZE_LIMIT = 64 << 20  # a bigger WAL file is cut back (by SHRINK_STEP) at each restart
-SHRINK_STEP = 16 << 20  # bytes cut off a WAL file at most per restart (freeing costs time)
-CATCH_UP_BYTES = 2 << 20  # at most this much WAL is left to copy while the writer is held
-CATCH_UP_PASSES = 16  # unheld passes, at most, to get the rest down to CATCH_UP_BYTES
-HOLD_TIMEOUT = 0.02  # seconds a batch waits, at most, for a held pass to end
-CATCH_UP_PAUSE = 0.002  # seconds each batch waits while passes fail to gain on the writer
 # The writer's page cache (SQLite's default is 2 MiB). It holds every page the
 # largest batch dirties, so none is written to the WAL before the commit and
 # again in it, and keeps the index pages that inserts touch.
 WRITER_CACHE_KIB = 16384
-log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -378,385 +364,6 @@ class SqliteBackend:
         if row is None:
             return None
         return Account(row[0], row[1], row[2], row[3], row[4] or "", row[5])
-
-
-class _OnTheLoop:
-    """The SQLite write path run on the event loop itself (synchronous=NORMAL).
-
-    Why not a thread: the writer thread and the event loop fight over the GIL.
-    sqlite3 releases it around every statement, the loop takes it, and the
-    writer waits up to a switch interval (5 ms) to get it back, once per row:
-    at a few thousand messages per second that convoy adds tens of ms to every
-    ack. In WAL mode with synchronous=NORMAL a commit does not fsync, so a
-    batch costs the loop a few microseconds per row. With synchronous=FULL each
-    commit waits for the disk, which a thread does better.
-
-    The connection never checkpoints (`wal_autocheckpoint=0`: a checkpoint
-    fsyncs); `_Checkpointer` does, from its own thread, and `held` lets it keep
-    batches from starting for the moment it needs the WAL to stand still.
-    """
-
-    def __init__(self, backend: SqliteBackend) -> None:
-        self.backend = backend
-        self.pause = 0.0  # seconds every batch waits before it starts (see `_Checkpointer`)
-        self.batches = 0  # batches started (transactions begun or tried)
-        self.rows = 0  # operations in them
-        self._resume = asyncio.Event()
-        self._resume.set()
-
-    async def open(self) -> None:
-        self.backend.open()
-        self.backend.set_busy_timeout(0)  # never block the loop: wait for the lock below
-        self.backend.pragma("wal_autocheckpoint=0")  # checkpoints (fsync) run in a thread
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """No batch starts inside this block, or for longer than `HOLD_TIMEOUT` each.
-
-        Enter it on the loop: a batch runs on the loop from BEGIN to COMMIT
-        without yielding, so none is half done when the block starts. The hold
-        only keeps the WAL still; SQLite's own locks keep the data safe, so a
-        batch that stops waiting after `HOLD_TIMEOUT` is correct, merely early.
-        """
-        self._resume.clear()
-        try:
-            yield
-        finally:
-            self._resume.set()
-
-    async def _wait_while_held(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resume.wait(), HOLD_TIMEOUT)
-
-    async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
-        """Run the batch; while another connection holds the write lock, wait without blocking.
-
-        A batch first waits `pause` seconds, if set, and for a `held` block to
-        end (it resumes as soon as it does; it waits for one hold at most, so
-        never longer than `HOLD_TIMEOUT` in all). The write lock is taken by
-        BEGIN IMMEDIATE, before any statement, so a refused attempt changed
-        nothing and is simply tried again, for at most the busy timeout.
-        """
-        if self.pause:
-            await asyncio.sleep(self.pause)
-        waited = not self._resume.is_set()
-        if waited:
-            await self._wait_while_held()
-        deadline = time.monotonic() + self.backend.busy_timeout
-        delay = 0.001
-        self.rows += len(ops)
-        while True:
-            self.batches += 1
-            try:
-                return self.backend.execute(ops, isolate)
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            if not waited and not self._resume.is_set():
-                waited = True
-                await self._wait_while_held()
-
-    def is_item_error(self, exc: BaseException) -> bool:
-        return self.backend.is_item_error(exc)
-
-    async def close(self) -> None:
-        self.backend.close()
-
-
-@dataclass
-class CheckpointStats:
-    """What the checkpointer of an on-loop writer did (`SqliteStore.checkpoint_stats`)."""
-
-    rounds: int = 0
-    passes: int = 0  # PASSIVE checkpoints, held ones included
-    holds: int = 0  # held passes (the writer kept from starting batches)
-    restarts: int = 0  # passes that found fewer frames than the one before: it started over
-    held: float = 0.0  # seconds the writer was held, in all
-    longest_hold: float = 0.0  # seconds
-    most_frames: int = 0  # the most WAL frames a pass saw
-
-
-@dataclass(frozen=True, slots=True)
-class _Pass:
-    """What a PASSIVE checkpoint found."""
-
-    frames: int  # frames in the WAL when it began (-1: another checkpoint was running)
-    done: int  # frames copied into the database, in all
-    copied: int  # frames this pass copied
-    quiet: bool  # the writer started no batch meanwhile (so it left nothing to copy)
-    due: bool  # the WAL should start over: it holds WAL_RESTART_BYTES or its file is too big
-
-    @property
-    def complete(self) -> bool:
-        return self.frames >= 0 and self.done == self.frames
-
-
-class _Checkpointer:
-    """WAL checkpoints for the on-loop writer, on a connection and a thread of their own.
-
-    A WAL only starts over (a writer writes from its beginning again) when a
-    checkpoint has copied every frame into the database and then a write
-    transaction begins with no reader still using the WAL. A PASSIVE
-    checkpoint runs beside the writer and copies the frames committed when it
-    began, so under steady writes it never catches up, and the WAL (and the
-    cost of every commit into it) would grow without end. So each round:
-
-    1. A PASSIVE checkpoint (`_unheld_pass`) copies the WAL, beside the writer.
-    2. Once the WAL holds `WAL_RESTART_BYTES` (or its file is over
-       `WAL_SIZE_LIMIT`), more passes (at most `CATCH_UP_PASSES`) each copy
-       what was written during the one before. They also sync the database
-       file once more than `CATCH_UP_BYTES` was copied since it was last
-       synced (a checkpoint itself does so only when it copies everything).
-       If a pass copies more than half what the one before did, the writer is
-       not falling behind, and each batch then waits `CATCH_UP_PAUSE` before
-       it starts until the round ends.
-    3. Once a pass copied at most `CATCH_UP_BYTES`, the writer is held
-       (`_OnTheLoop.held`) for one last pass (`_catch_up`), which only has to
-       copy what was written during that pass, and then a write transaction
-       on this connection rewrites `user_version` with its own value. That
-       transaction starts the WAL over and syncs its new header, in this
-       thread; the writer's next commit appends to the fresh WAL and syncs
-       nothing. If the WAL held less than `WAL_RESTART_BYTES` (the load has
-       dropped) and its file is over `WAL_SIZE_LIMIT`, that commit also cuts
-       the file back by up to `SHRINK_STEP`; under a steady load the file
-       keeps its size, since the next rounds would only grow it again.
-
-    A pass during which the writer started no batch has copied all it wrote,
-    and the writer's next commit would start the WAL over itself, syncing the
-    new header on the loop. So after such a pass (at any WAL size) the writer
-    is held at once, from the same step of the loop, and the held pass has
-    nothing left to copy but the write transaction to run.
-
-    Rounds are `CHECKPOINT_INTERVAL` apart, or sooner: once the writer has
-    probably written `CHECKPOINT_BYTES` since the last pass (`_wait`), and
-    `CHECKPOINT_MIN_INTERVAL` after a round that left the WAL due. These
-    fsyncs are all in this thread, and every checkpoint syncs the WAL before
-    copying it and the database before the WAL starts over, as
-    synchronous=NORMAL does: durability is what the writer's setting gives.
-
-    Limits: a hold lasts a short copy and up to three fsyncs: one or two
-    milliseconds on a disk that keeps up, more when fsyncs queue behind other
-    writes (a batch waits at most `HOLD_TIMEOUT`; a hold that lasts longer
-    does not start the WAL over). Cutting a file back adds the time to free
-    `SHRINK_STEP` of it. While passes fail to gain on the writer, every batch
-    is `CATCH_UP_PAUSE` later. The WAL exceeds `WAL_RESTART_BYTES` by what is
-    written during the passes of a round, which is several times that when
-    the writer commits as fast as it can. A reader that keeps a snapshot
-    open, another connection writing, or passes that do not get down to
-    `CATCH_UP_BYTES` in `CATCH_UP_PASSES`, keep the WAL from starting over
-    while they last. The writer's page cache is emptied whenever the WAL
-    starts over (another connection committed), so the next batches read
-    their pages again. The first commit into an empty WAL (when the store
-    starts on one) still syncs the new header on the loop.
-    """
-
-    def __init__(self, path: str, writer: _OnTheLoop, stats: CheckpointStats) -> None:
-        self.path = path
-        self.writer = writer
-        self.stats = stats
-        self._con: sqlite3.Connection | None = None
-        self._db_fd: int | None = None  # the database file, to sync it
-        self._executor: ThreadPoolExecutor | None = None
-        self._frame_bytes = 4096 + 24  # set from the page size by `_connect`
-        self._frames = self._done = 0  # frames in the WAL and copied, at the last pass
-        self._unsynced = 0  # frames copied since the database file was last synced
-        self._rows = 0  # the writer's `rows` when the last pass began
-        self._frames_per_row = 1.0  # WAL frames a row written costs, on average
-        self._calm_until = 0.0  # `_wait` sleeps its full delay until then (after a failed hold)
-
-    # -- in the checkpoint thread -------------------------------------------------------
-    def _connect(self) -> None:
-        con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            con.execute("PRAGMA busy_timeout=0")  # never wait for the lock: skip a round
-            con.execute("PRAGMA synchronous=NORMAL")  # its commits sync only a new WAL header
-            con.execute("PRAGMA wal_autocheckpoint=0")
-            self._frame_bytes = int(con.execute("PRAGMA page_size").fetchone()[0]) + 24
-            self._db_fd = os.open(self.path, os.O_RDONLY)
-        except BaseException:
-            con.close()
-            raise
-        self._con = con
-
-    def _close(self) -> None:
-        if self._db_fd is not None:
-            os.close(self._db_fd)
-            self._db_fd = None
-        if self._con is not None:
-            self._con.close()
-            self._con = None
-
-    def _passive(self) -> tuple[int, int]:
-        """One PASSIVE checkpoint: (frames in the WAL when it began, frames copied in all).
-
-        (-1, -1) if another connection was checkpointing.
-        """
-        assert self._con is not None
-        _busy, frames, done = self._con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(frames), int(done)
-
-    def _wal_bytes(self) -> int:
-        try:
-            return os.stat(self.path + "-wal").st_size
-        except FileNotFoundError:
-            return 0
-
-    def _unheld_pass(self) -> tuple[int, int, int, bool]:
-        """`_passive` beside the writer: (frames, done, copied, due) as in `_Pass`.
-
-        When the WAL is due to start over, it also syncs the database file once
-        more than `CATCH_UP_BYTES` of frames were copied since the last sync, so
-        the held pass has at most that much of the database to sync.
-        """
-        frames, done = self._passive()
-        if frames < 0:
-            return frames, done, 0, False
-        copied = done - (self._done if frames >= self._frames else 0)  # shorter: started over
-        self._unsynced += copied
-        due = frames * self._frame_bytes >= WAL_RESTART_BYTES or self._wal_bytes() > WAL_SIZE_LIMIT
-        if due and self._unsynced * self._frame_bytes > CATCH_UP_BYTES:
-            assert self._db_fd is not None
-            os.fdatasync(self._db_fd)
-            self._unsynced = 0
-        return frames, done, copied, due
-
-    def _catch_up(self) -> tuple[int, int, bool]:
-        """The held pass: copy the rest and, if it was all copied, start the WAL over.
-
-        Returns the pass's (frames, done) and whether the write transaction
-        ran. It starts the WAL over unless a reader holds a snapshot in the
-        WAL (the next pass tells: `CheckpointStats.restarts`).
-        """
-        con = self._con
-        assert con is not None
-        frames, done = self._passive()
-        if frames <= 0 or done != frames:
-            return frames, done, False
-        self._unsynced = 0  # a checkpoint that copies everything syncs the database
-        limit = -1  # keep the file: under this load the next rounds fill it as far again
-        if frames * self._frame_bytes < WAL_RESTART_BYTES:  # the load dropped
-            limit = max(WAL_SIZE_LIMIT, self._wal_bytes() - SHRINK_STEP)
-        con.execute(f"PRAGMA journal_size_limit={limit}")  # applied by the next commit
-        try:
-            con.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):
-                raise
-            return frames, done, False  # another connection is writing: next round
-        try:
-            (version,) = con.execute("PRAGMA user_version").fetchone()
-            con.execute(f"PRAGMA user_version={int(version)}")  # dirties page 1: one frame
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise
-        return frames, done, True
-
-    # -- on the loop --------------------------------------------------------------------
-    async def run(self) -> None:
-        """Rounds until cancelled; an error skips a round (the next one tries again)."""
-        loop = asyncio.get_running_loop()
-        # its own thread: a held pass must not queue behind reads in the default executor
-        self._executor = executor = ThreadPoolExecutor(1, "kefu-sqlite-checkpoints")
-        try:
-            await self._in_thread(self._connect)
-            delay = CHECKPOINT_INTERVAL
-            while True:
-                await self._wait(delay)
-                try:
-                    delay = await self._round()
-                except Exception as exc:  # I/O trouble, most likely: the next round tries again
-                    log.warning("WAL checkpoint failed: %s", type(exc).__name__)
-                    delay = CHECKPOINT_INTERVAL
-        finally:
-            # runs after the call in progress, if any: cancelling does not stop a thread
-            await asyncio.shield(loop.run_in_executor(executor, self._close))
-            executor.shutdown(wait=False)
-
-    async def _in_thread(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-
-    async def _wait(self, delay: float) -> None:
-        """Sleep `delay` seconds, or less: until the writer has probably written
-        `CHECKPOINT_BYTES` since the last pass (the rows it wrote times the frames
-        per row seen so far), so the round that starts the WAL over begins with
-        little left to copy."""
-        end = time.monotonic() + delay
-        enough = CHECKPOINT_BYTES / self._frame_bytes
-        while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, CHECKPOINT_MIN_INTERVAL))
-            written = (self.writer.rows - self._rows) * self._frames_per_row
-            if written >= enough and time.monotonic() >= self._calm_until:
-                return
-
-    async def _round(self) -> float:
-        """One round (see the class docstring); returns the seconds until the next."""
-        self.stats.rounds += 1
-        catch_up = CATCH_UP_BYTES // self._frame_bytes
-        last = await self._pass()
-        if last.frames < 0:  # another connection was checkpointing
-            return CHECKPOINT_MIN_INTERVAL
-        if last.due and not (last.quiet and last.complete):
-            try:
-                for _ in range(CATCH_UP_PASSES):
-                    if last.copied <= catch_up or (last.quiet and last.complete):
-                        break
-                    before = last.copied
-                    last = await self._pass()
-                    if last.copied > before // 2:
-                        self.writer.pause = CATCH_UP_PAUSE
-            finally:
-                self.writer.pause = 0.0
-        if (last.quiet and last.complete and last.frames > 1) or (
-            last.due and last.complete and last.copied <= catch_up
-        ):
-            # held from this step of the loop on: if the writer started no batch
-            # during the pass, none starts before the WAL starts over
-            if not await self._hold():  # a write or a slow pass got in the way: back off
-                self._calm_until = time.monotonic() + CHECKPOINT_INTERVAL
-            return CHECKPOINT_INTERVAL
-        return CHECKPOINT_MIN_INTERVAL if last.due else CHECKPOINT_INTERVAL
-
-    async def _pass(self) -> _Pass:
-        """An unheld pass (`_unheld_pass`), counted."""
-        batches, rows = self.writer.batches, self.writer.rows
-        frames, done, copied, due = await self._in_thread(self._unheld_pass)
-        if frames >= 0:
-            grown = frames - self._frames if frames >= self._frames else frames
-            if rows > self._rows and grown > 0:
-                per_row = grown / (rows - self._rows)
-                self._frames_per_row = (self._frames_per_row + per_row) / 2
-            self._rows = rows
-        self._count(frames, done)
-        return _Pass(frames, done, copied, self.writer.batches == batches, due)
-
-    def _count(self, frames: int, done: int) -> None:
-        stats = self.stats
-        stats.passes += 1
-        if frames < 0:
-            return
-        if frames < self._frames:  # only a WAL that started over has fewer frames
-            stats.restarts += 1
-        self._frames, self._done = frames, done
-        stats.most_frames = max(stats.most_frames, frames)
-
-    async def _hold(self) -> bool:
-        """The held pass (`_catch_up`); True if its write transaction ran."""
-        stats = self.stats
-        t0 = time.perf_counter()
-        with self.writer.held():
-            frames, done, wrote = await self._in_thread(self._catch_up)
-        held = time.perf_counter() - t0
-        stats.holds += 1
-        stats.held += held
-        stats.longest_hold = max(stats.longest_hold, held)
-        self._count(frames, done)
-        if wrote:
-            self._rows = self.writer.rows  # the WAL started over at this row
-        return wrote
 
 
 class SqliteStore:

@@ -54,7 +54,7 @@ from kefu.store.base import (
     StoreUnavailable,
 )
 from kefu.store.tables import from_us, metadata, to_us
-from kefu.store.writer import SetRate, WriteOp
+from kefu.store.writer import SetRate, WriteOp, message_runs
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -191,17 +191,11 @@ class PgBackend:
 
     async def _run(self, conn: asyncpg.Connection, ops: Sequence[WriteOp]) -> list[Any]:
         results: list[Any] = []
-        run: list[NewMessage] = []
-        for op in ops:
-            if isinstance(op, NewMessage):
-                run.append(op)
-                continue
-            if run:
-                results += await self._messages(conn, run)
-                run = []
-            results.append(await self._record(conn, op))
-        if run:
-            results += await self._messages(conn, run)
+        for item in message_runs(ops):
+            if isinstance(item, list):
+                results += await self._messages(conn, item)
+            else:
+                results.append(await self._record(conn, item))
         return results
 
     async def _messages(self, conn: asyncpg.Connection, msgs: list[NewMessage]) -> list[Appended]:

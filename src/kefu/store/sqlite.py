@@ -69,7 +69,7 @@ from kefu.store.base import (
 )
 from kefu.store.sqlite_loop import CheckpointStats, _Checkpointer, _OnTheLoop
 from kefu.store.tables import from_us, metadata, to_us
-from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp
+from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp, message_runs
 
 # The writer's page cache (SQLite's default is 2 MiB). It holds every page the
 # largest batch dirties, so none is written to the WAL before the commit and
@@ -262,17 +262,11 @@ class SqliteBackend:
         """Every op in order; each run of consecutive messages is one `executemany`."""
         results: list[Any] = []
         apply = self._apply
-        run: list[NewMessage] = []
-        for op in ops:
-            if isinstance(op, NewMessage):
-                run.append(op)
-                continue
-            if run:
-                results += self._messages(run)
-                run = []
-            results.append(apply[type(op)](op))
-        if run:
-            results += self._messages(run)
+        for item in message_runs(ops):
+            if isinstance(item, list):
+                results += self._messages(item)
+            else:
+                results.append(apply[type(item)](item))
         return results
 
     def _messages(self, msgs: Sequence[NewMessage]) -> list[Appended]:

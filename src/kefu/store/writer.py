@@ -48,7 +48,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeAlias
@@ -138,6 +138,21 @@ class WriterStats:
     largest: int = 0  # most ops in one batch
     retried: int = 0  # lifecycle records put back for another try
     dropped: int = 0  # lifecycle records given up on
+
+
+def message_runs(ops: Sequence[WriteOp]) -> Iterator[list[NewMessage] | WriteOp]:
+    """`ops` in order, each run of consecutive messages as one list (one `executemany`)."""
+    run: list[NewMessage] = []
+    for op in ops:
+        if isinstance(op, NewMessage):
+            run.append(op)
+            continue
+        if run:
+            yield run
+            run = []
+        yield op
+    if run:
+        yield run
 
 
 def unavailable(exc: BaseException) -> StoreUnavailable:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import math
 import os
@@ -53,6 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -295,13 +297,11 @@ async def settle(store: SqliteStore, sustained: bool) -> None:
     raise SystemExit("could not empty the WAL")
 
 
-async def main(args: argparse.Namespace) -> None:
-    if args.duration > 0:
-        await main_sustained(args)
-        return
-    sizes = [int(s) for s in args.sizes.split(",")]
-    rng = random.Random(args.seed)
-    new_id = IdGenerator(node=1)
+@contextlib.asynccontextmanager
+async def warmed_store(
+    args: argparse.Namespace, new_id: IdGenerator, rng: random.Random
+) -> AsyncIterator[tuple[SqliteStore, list[tuple[str, str, str]]]]:
+    """A fresh migrated store in a temporary folder, its conversations, `--warmup` rows in."""
     with tempfile.TemporaryDirectory(prefix="kefu-store-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'kefu.db'}"
         upgrade(url)
@@ -311,18 +311,29 @@ async def main(args: argparse.Namespace) -> None:
             routes = await setup(store, new_id, args.conversations)
             if args.warmup:
                 await run_size(store, new_id, routes, 300, args.warmup, rng, args.text)
-            await settle(store, args.sustained)
-            results: dict[int, list[Run]] = {s: [] for s in sizes}
-            for r in range(args.repeat):
-                for size in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
-                    rows = max(size, args.rows // size * size)
-                    results[size].append(
-                        await run_size(store, new_id, routes, size, rows, rng, args.text)
-                    )
-                    await settle(store, args.sustained)
-            stats = store.writer.stats
+            yield store, routes
         finally:
             await store.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.duration > 0:
+        await main_sustained(args)
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = random.Random(args.seed)
+    new_id = IdGenerator(node=1)
+    async with warmed_store(args, new_id, rng) as (store, routes):
+        await settle(store, args.sustained)
+        results: dict[int, list[Run]] = {s: [] for s in sizes}
+        for r in range(args.repeat):
+            for size in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
+                rows = max(size, args.rows // size * size)
+                results[size].append(
+                    await run_size(store, new_id, routes, size, rows, rng, args.text)
+                )
+                await settle(store, args.sustained)
+        stats = store.writer.stats
     print(
         f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous},"
         f" {args.conversations} conversations, {args.warmup} rows before timing,"
@@ -353,39 +364,27 @@ async def main_sustained(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     rng = random.Random(args.seed)
     new_id = IdGenerator(node=1)
-    with tempfile.TemporaryDirectory(prefix="kefu-store-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'kefu.db'}"
-        upgrade(url)
-        store = SqliteStore(url, synchronous=args.synchronous)
-        await store.start()
-        try:
-            routes = await setup(store, new_id, args.conversations)
-            if args.warmup:
-                await run_size(store, new_id, routes, 300, args.warmup, rng, args.text)
-            results: dict[int, list[Sustained]] = {s: [] for s in sizes}
-            for r in range(args.repeat):
-                for size in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
-                    if args.rate > 0:
-                        rows = args.rate * args.duration + size
-                    else:  # how many rows the run could take: 1.5 times a short run's rate
-                        probe = await run_size(store, new_id, routes, size, 5000, rng, args.text)
-                        rows = 1.5 * probe.rows / probe.wall * args.duration
-                    batches = [
-                        build(new_id, routes, size, rng, args.text)
-                        for _ in range(max(1, int(rows) // size))
-                    ]
-                    await settle(store, sustained=False)  # every run starts from an empty WAL
-                    # not timed: the first commit into the emptied WAL syncs its new header
-                    # and waits while the file system frees the old WAL's blocks
-                    await run_size(store, new_id, routes, size, size, rng, args.text)
-                    results[size].append(
-                        await run_sustained(store, batches, args.duration, args.rate)
-                    )
-                    del batches
-            await store.flush()
-            stats = store.writer.stats
-        finally:
-            await store.close()
+    async with warmed_store(args, new_id, rng) as (store, routes):
+        results: dict[int, list[Sustained]] = {s: [] for s in sizes}
+        for r in range(args.repeat):
+            for size in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
+                if args.rate > 0:
+                    rows = args.rate * args.duration + size
+                else:  # how many rows the run could take: 1.5 times a short run's rate
+                    probe = await run_size(store, new_id, routes, size, 5000, rng, args.text)
+                    rows = 1.5 * probe.rows / probe.wall * args.duration
+                batches = [
+                    build(new_id, routes, size, rng, args.text)
+                    for _ in range(max(1, int(rows) // size))
+                ]
+                await settle(store, sustained=False)  # every run starts from an empty WAL
+                # not timed: the first commit into the emptied WAL syncs its new header
+                # and waits while the file system frees the old WAL's blocks
+                await run_size(store, new_id, routes, size, size, rng, args.text)
+                results[size].append(await run_sustained(store, batches, args.duration, args.rate))
+                del batches
+        await store.flush()
+        stats = store.writer.stats
     load = f"a batch every size/{args.rate:g} s" if args.rate > 0 else "closed loop"
     print(
         f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous},"

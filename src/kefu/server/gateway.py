@@ -1,8 +1,8 @@
 """The two WebSocket endpoints: accept, authenticate, read frames, hand them to the runtime.
 
 Frames are handled as they arrive on the socket (`kefu.server.direct`), with
-no task per socket while nothing waits: the message path
-runs to the store without an await. A frame whose handling must wait (auth,
+no task per socket while nothing waits: the message path runs to the store
+without an await. A frame whose handling must wait (a new account's auth,
 history, a rating after the chat) runs as the socket's one busy task, and the
 frames after it wait in order. A bad frame is answered with an `error` frame
 and never closes the socket (oversized frames excepted: 1009).

@@ -256,8 +256,14 @@ class DirectSocket(asyncio.Protocol):
             self._send_pending()
 
     def shutdown(self) -> None:
-        """uvicorn's graceful shutdown: the server is restarting."""
+        """uvicorn's graceful shutdown: close with 1012, then the TCP connection (as uvicorn does).
+
+        The close frame is flushed first; the server does not wait for the
+        peer's answer, so a stopping server is not held up by slow clients.
+        """
         self.close(1012)
+        if not self._gone:
+            self.transport.close()
 
     def _send_pending(self) -> None:
         conn = self.conn

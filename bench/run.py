@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import perf_split
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
@@ -1196,6 +1198,61 @@ def pyspy_record(pid: int, seconds: float, out: Path, native: bool, fmt: str) ->
     subprocess.run(cmd, check=fmt == "raw", timeout=seconds + 60, capture_output=True)
 
 
+def profile_cfg(
+    p: Profile, srv: Server, secret: str, run_id: str, scenario: str, seconds: float, rate: float
+) -> dict[str, Any]:
+    """The generator's config for a profile: `seconds` of load after its warm-up, and some over."""
+    cfg: dict[str, Any] = {**base_cfg(srv, secret, run_id), "max_seconds": seconds + 90}
+    if scenario == "connect":
+        return cfg | {
+            "mode": "connect",
+            "sessions": int(seconds * 2000),
+            "concurrency": 64,
+            "read_buffer": 4096,
+            "passes": ["new"],
+            "timeout": seconds + 60,
+            "source_addrs": [f"127.0.0.{i}" for i in range(2, 10)],
+        }
+    if scenario == "latency":
+        phase = {"mode": "open", "rate": rate, "warmup": 3, "duration": seconds + 12}
+    else:
+        phase = {"mode": "closed", "k": p.k, "warmup": 3, "duration": seconds + 12}
+    return cfg | {"mode": "pairs", "pairs": p.pairs, "phases": [phase]}
+
+
+def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None:
+    """Load kefu as `profile` does and sample it with Linux perf (`perf_split`)."""
+    secret = secrets.token_hex(32)
+    run_id = secrets.token_hex(3)
+    RESULTS.mkdir(exist_ok=True)
+    data = RESULTS / f"kefu-perf-{time.strftime('%Y%m%d-%H%M%S')}-{scenario}.data"
+    with server("a", secret, run_id, p.quiet_wait) as srv:
+        pid = srv.pids["server"]
+        cfg = profile_cfg(p, srv, secret, run_id, scenario, seconds, rate)
+        gen = subprocess.Popen(loadgen_cmd(cfg), stdout=subprocess.PIPE, text=True)
+        time.sleep(6 if scenario == "saturation" else 4)
+        log(f"perf recording {seconds:g} s of kefu ({scenario})")
+        t0, cpu0 = time.monotonic(), thread_cpu(pid)
+        perf_split.record(pid, seconds, data, GEN_CPU)
+        wall, cpu1 = time.monotonic() - t0, thread_cpu(pid)
+        try:
+            out, _ = gen.communicate(timeout=seconds + 90)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            out, _ = gen.communicate()
+    phases = [json.loads(x) for x in out.splitlines() if x.startswith('{"event": "phase"')]
+    rate_done = float(phases[0].get("rate_acked", phases[0].get("rate", 0))) if phases else 0.0
+    cores = sum(u + k - sum(cpu0.get(t, (0.0, 0.0))) for t, (u, k) in cpu1.items()) / wall
+    per_unit = cores / rate_done * 1e6 if rate_done else None
+    unit = "connect+auth" if scenario == "connect" else "acked message"
+    head = f"kefu {machine()['kefu_commit']}, {scenario}: {cores:.2f} server cores"
+    if per_unit:
+        head += f" over the recording, {rate_done:.0f} {unit}s/s, {per_unit:.1f} CPU us each"
+    text = head + "\n" + perf_split.report(data, pid, per_unit).replace("us/msg", "us each")
+    print(text)
+    log(f"perf data: {data} (perf report -i {data})")
+
+
 def profile(p: Profile, scenario: str, seconds: float, native: bool, rate: float) -> None:
     """Load kefu (saturation: closed loop; connect: a connect+auth storm), record it with py-spy."""
     secret = secrets.token_hex(32)
@@ -1206,29 +1263,7 @@ def profile(p: Profile, scenario: str, seconds: float, native: bool, rate: float
     svg = RESULTS / f"kefu-profile-{stamp}.svg"
     with server("a", secret, run_id, p.quiet_wait, gc_probe=True) as srv:
         pid = srv.pids["server"]
-        cfg: dict[str, Any] = {**base_cfg(srv, secret, run_id), "max_seconds": seconds + 90}
-        if scenario == "connect":
-            cfg |= {
-                "mode": "connect",
-                "sessions": int(seconds * 2000),
-                "concurrency": 64,
-                "read_buffer": 4096,
-                "passes": ["new"],
-                "timeout": seconds + 60,
-                "source_addrs": [f"127.0.0.{i}" for i in range(2, 10)],
-            }
-        elif scenario == "latency":
-            cfg |= {
-                "mode": "pairs",
-                "pairs": p.pairs,
-                "phases": [{"mode": "open", "rate": rate, "warmup": 3, "duration": seconds + 12}],
-            }
-        else:
-            cfg |= {
-                "mode": "pairs",
-                "pairs": p.pairs,
-                "phases": [{"mode": "closed", "k": p.k, "warmup": 3, "duration": seconds + 12}],
-            }
+        cfg = profile_cfg(p, srv, secret, run_id, scenario, seconds, rate)
         gen = subprocess.Popen(loadgen_cmd(cfg), stdout=subprocess.PIPE, text=True)
         time.sleep(6 if scenario == "saturation" else 1)
         log(f"py-spy recording {seconds:g} s of kefu ({scenario}{', native' if native else ''})")
@@ -1316,6 +1351,11 @@ def main() -> None:
     ap.add_argument("--profile-rate", type=float, default=7500, help="msg/s for --profile latency")
     ap.add_argument("--profile-seconds", type=float, default=20)
     ap.add_argument("--python-only", action="store_true", help="profile without py-spy --native")
+    ap.add_argument(
+        "--perf",
+        action="store_true",
+        help="profile with Linux perf instead: CPU by library and kernel time by syscall",
+    )
     args = ap.parse_args()
 
     p = QUICK if args.quick else FULL
@@ -1323,7 +1363,10 @@ def main() -> None:
     if args.reps:
         p.reps = p.idle_reps = p.connect_reps = args.reps
     if args.profile:
-        profile(p, args.profile, args.profile_seconds, not args.python_only, args.profile_rate)
+        if args.perf:
+            perf_profile(p, args.profile, args.profile_seconds, args.profile_rate)
+        else:
+            profile(p, args.profile, args.profile_seconds, not args.python_only, args.profile_rate)
         return
     systems = [x for x in "abc" if x in args.systems]
     scenarios = args.scenarios.split(",")

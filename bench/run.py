@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1220,27 +1220,50 @@ def profile_cfg(
     return cfg | {"mode": "pairs", "pairs": p.pairs, "phases": [phase]}
 
 
-def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None:
-    """Load kefu as `profile` does and sample it with Linux perf (`perf_split`)."""
+@contextlib.contextmanager
+def under_load(
+    p: Profile, scenario: str, seconds: float, rate: float, gc_probe: bool = False
+) -> Iterator[tuple[Server, Callable[[], list[str]]]]:
+    """kefu with the profile's load running (see `profile_cfg`), ready to be recorded.
+
+    Yields the server and a function that waits for the generator to end and
+    returns its output lines.
+    """
     secret = secrets.token_hex(32)
     run_id = secrets.token_hex(3)
     RESULTS.mkdir(exist_ok=True)
-    data = RESULTS / f"kefu-perf-{time.strftime('%Y%m%d-%H%M%S')}-{scenario}.data"
-    with server("a", secret, run_id, p.quiet_wait) as srv:
-        pid = srv.pids["server"]
+    with server("a", secret, run_id, p.quiet_wait, gc_probe=gc_probe) as srv:
         cfg = profile_cfg(p, srv, secret, run_id, scenario, seconds, rate)
         gen = subprocess.Popen(loadgen_cmd(cfg), stdout=subprocess.PIPE, text=True)
-        time.sleep(6 if scenario == "saturation" else 4)
+
+        def finish() -> list[str]:
+            try:
+                out, _ = gen.communicate(timeout=seconds + 90)
+            except subprocess.TimeoutExpired:
+                gen.kill()
+                out, _ = gen.communicate()
+            return out.splitlines()
+
+        try:
+            time.sleep(6 if scenario == "saturation" else 3)  # accounts, pairs, warm-up
+            yield srv, finish
+        finally:
+            if gen.poll() is None:
+                gen.kill()
+                gen.wait()
+
+
+def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None:
+    """Load kefu as `profile` does and sample it with Linux perf (`perf_split`)."""
+    data = RESULTS / f"kefu-perf-{time.strftime('%Y%m%d-%H%M%S')}-{scenario}.data"
+    with under_load(p, scenario, seconds, rate) as (srv, finish):
+        pid = srv.pids["server"]
         log(f"perf recording {seconds:g} s of kefu ({scenario})")
         t0, cpu0 = time.monotonic(), thread_cpu(pid)
         perf_split.record(pid, seconds, data, GEN_CPU)
         wall, cpu1 = time.monotonic() - t0, thread_cpu(pid)
-        try:
-            out, _ = gen.communicate(timeout=seconds + 90)
-        except subprocess.TimeoutExpired:
-            gen.kill()
-            out, _ = gen.communicate()
-    phases = [json.loads(x) for x in out.splitlines() if x.startswith('{"event": "phase"')]
+        lines = finish()
+    phases = [json.loads(x) for x in lines if x.startswith('{"event": "phase"')]
     rate_done = float(phases[0].get("rate_acked", phases[0].get("rate", 0))) if phases else 0.0
     cores = sum(u + k - sum(cpu0.get(t, (0.0, 0.0))) for t, (u, k) in cpu1.items()) / wall
     per_unit = cores / rate_done * 1e6 if rate_done else None
@@ -1255,34 +1278,24 @@ def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None
 
 def profile(p: Profile, scenario: str, seconds: float, native: bool, rate: float) -> None:
     """Load kefu (saturation: closed loop; connect: a connect+auth storm), record it with py-spy."""
-    secret = secrets.token_hex(32)
-    run_id = secrets.token_hex(3)
-    RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{scenario}"
     raw = RESULTS / f"kefu-profile-{stamp}.txt"
     svg = RESULTS / f"kefu-profile-{stamp}.svg"
-    with server("a", secret, run_id, p.quiet_wait, gc_probe=True) as srv:
+    with under_load(p, scenario, seconds, rate, gc_probe=True) as (srv, finish):
         pid = srv.pids["server"]
-        cfg = profile_cfg(p, srv, secret, run_id, scenario, seconds, rate)
-        gen = subprocess.Popen(loadgen_cmd(cfg), stdout=subprocess.PIPE, text=True)
-        time.sleep(6 if scenario == "saturation" else 1)
         log(f"py-spy recording {seconds:g} s of kefu ({scenario}{', native' if native else ''})")
         t0, cpu0 = time.monotonic(), thread_cpu(pid)
         pyspy_record(pid, seconds, raw, native, "raw")
         wall, cpu1 = time.monotonic() - t0, thread_cpu(pid)
         pyspy_record(pid, min(seconds, 5), svg, False, "flamegraph")
-        try:
-            out, _ = gen.communicate(timeout=seconds + 90)
-        except subprocess.TimeoutExpired:
-            gen.kill()
-            out, _ = gen.communicate()
+        lines = finish()
         pauses = [
             float(x.split()[2])
             for x in (srv.workdir / "server.log").read_text().splitlines()
             if x.startswith("GC-PAUSE")
         ]
     head = [f"kefu {machine()['kefu_commit']}, {scenario}, py-spy {'--native' if native else ''}"]
-    for ph in (json.loads(x) for x in out.splitlines() if x.startswith('{"event": "phase"')):
+    for ph in (json.loads(x) for x in lines if x.startswith('{"event": "phase"')):
         achieved = ph.get("rate_acked", ph.get("rate", 0))
         done = ph.get("acked", ph.get("ok", 0))
         head.append(

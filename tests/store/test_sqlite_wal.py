@@ -10,9 +10,11 @@ stays under it, whatever the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +125,24 @@ def count(tmp_path: Path) -> int:
         return int(con.execute("SELECT count(*) FROM messages").fetchone()[0])
 
 
-async def test_a_batch_waits_while_the_writer_is_held_and_starts_when_released(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
-    monkeypatch.setattr(sqlite_store, "HOLD_TIMEOUT", 60.0)
+@contextlib.asynccontextmanager
+async def held_writer(
+    tmp_path: Path, monkeypatch: Any, hold_timeout: float
+) -> AsyncIterator[tuple[OnTheLoop, NewMessage]]:
+    """An open on-loop writer with `HOLD_TIMEOUT` set, and a message for it; closed after."""
+    monkeypatch.setattr(sqlite_store, "HOLD_TIMEOUT", hold_timeout)
     writer, cid = on_the_loop(tmp_path)
     await writer.open()
     try:
-        m = message(IdGenerator(node=1), cid, ALICE.id, BOB.id, "hi")
+        yield writer, message(IdGenerator(node=1), cid, ALICE.id, BOB.id, "hi")
+    finally:
+        await writer.close()
+
+
+async def test_a_batch_waits_while_the_writer_is_held_and_starts_when_released(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    async with held_writer(tmp_path, monkeypatch, 60.0) as (writer, m):
         with writer.held():
             batch = asyncio.ensure_future(writer.execute([m], False))
             for _ in range(20):
@@ -140,21 +152,13 @@ async def test_a_batch_waits_while_the_writer_is_held_and_starts_when_released(
         (result,) = await batch
         assert isinstance(result, Appended) and result.id == m.id
         assert count(tmp_path) == 1
-    finally:
-        await writer.close()
 
 
 async def test_a_batch_waits_for_a_hold_at_most_hold_timeout(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "HOLD_TIMEOUT", 0.05)
-    writer, cid = on_the_loop(tmp_path)
-    await writer.open()
-    try:
-        m = message(IdGenerator(node=1), cid, ALICE.id, BOB.id, "hi")
+    async with held_writer(tmp_path, monkeypatch, 0.05) as (writer, m):
         with writer.held():  # never released while the batch runs
             (result,) = await writer.execute([m], False)
             assert isinstance(result, Appended) and result.id == m.id
             assert count(tmp_path) == 1
-    finally:
-        await writer.close()

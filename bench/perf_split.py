@@ -100,14 +100,16 @@ def split(data: Path, pid: int) -> tuple[Counter[str], Counter[str], int]:
     return where, threads, total
 
 
-def report(data: Path, pid: int, us_per_unit: float | None = None, top: int = 18) -> str:
-    """The split as text; with `us_per_unit` (CPU us per message), each share also in us."""
+def report(
+    data: Path, pid: int, us_per_unit: float | None = None, unit: str = "msg", top: int = 18
+) -> str:
+    """The split as text; with `us_per_unit` (CPU us per `unit`), each share also in us."""
     where, threads, total = split(data, pid)
     if not total:
         return "perf: no samples\n"
     lines = [f"Server CPU by where it ran (perf, {total} samples; kernel time by syscall):"]
     for name, n in where.most_common(top):
-        us = f"  {us_per_unit * n / total:6.1f} us/msg" if us_per_unit else ""
+        us = f"  {us_per_unit * n / total:6.1f} us/{unit}" if us_per_unit else ""
         lines.append(f"  {100 * n / total:5.1f}%{us}  {name}")
     by_thread = ", ".join(f"{k} {100 * n / total:.0f}%" for k, n in threads.most_common())
     lines.append(f"By thread: {by_thread}")

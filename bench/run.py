@@ -1271,7 +1271,11 @@ def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None
     head = f"kefu {machine()['kefu_commit']}, {scenario}: {cores:.2f} server cores"
     if per_unit:
         head += f" over the recording, {rate_done:.0f} {unit}s/s, {per_unit:.1f} CPU us each"
-    text = head + "\n" + perf_split.report(data, pid, per_unit).replace("us/msg", "us each")
+    text = (
+        head
+        + "\n"
+        + perf_split.report(data, pid, per_unit, "session" if scenario == "connect" else "msg")
+    )
     print(text)
     log(f"perf data: {data} (perf report -i {data})")
 

@@ -289,3 +289,29 @@ async def test_after_a_fragmented_message_every_frame_is_still_read(node: Settin
     assert seen[-1][0] == 0x88 and int.from_bytes(seen[-1][1][:2], "big") == 1007  # bad UTF-8
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_shutdown_closes_1012_without_waiting_for_the_answer(tmp_path: Path) -> None:
+    """A stopping server sends 1012 and ends the TCP connection at once, as uvicorn does.
+
+    The client never answers the close frame: a server that waited for it
+    would keep the connection for `direct.CLOSE_TIMEOUT` (10 s).
+    """
+    serving = _serving(tmp_path)
+    settings = await serving.__aenter__()
+    stopping: asyncio.Future[Any] | None = None
+    try:
+        reader, writer, response = await _upgrade(settings.port)
+        assert response.startswith("HTTP/1.1 101")
+        stopping = asyncio.ensure_future(serving.__aexit__(None, None, None))
+        close = await asyncio.wait_for(reader.readexactly(2), 5)
+        assert close[0] == 0x88  # FIN + close
+        body = await asyncio.wait_for(reader.readexactly(close[1] & 0x7F), 2)
+        assert int.from_bytes(body[:2], "big") == 1012, body
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # well before CLOSE_TIMEOUT
+        writer.close()
+    finally:
+        if stopping is None:
+            await serving.__aexit__(None, None, None)
+        else:
+            await stopping

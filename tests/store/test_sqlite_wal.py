@@ -162,3 +162,31 @@ async def test_a_batch_waits_for_a_hold_at_most_hold_timeout(
             (result,) = await writer.execute([m], False)
             assert isinstance(result, Appended) and result.id == m.id
             assert count(tmp_path) == 1
+
+
+async def test_an_idle_store_wakes_the_loop_rarely(tmp_path: Path, monkeypatch: Any) -> None:
+    """With nothing written, the checkpointer looks at the writer ~10 times a second, not 100.
+
+    (Under writes it still looks every `CHECKPOINT_MIN_INTERVAL`: the first
+    test's bound on the WAL depends on it.)
+    """
+    db = tmp_path / "kefu.db"
+    upgrade(f"sqlite:///{db}")
+    store = SqliteStore(f"sqlite:///{db}")
+    await store.start()
+    sleeps = 0
+    real_sleep = asyncio.sleep
+
+    async def counting_sleep(delay: float, result: Any = None) -> Any:
+        nonlocal sleeps
+        sleeps += 1
+        return await real_sleep(delay, result)
+
+    try:
+        await real_sleep(0.3)  # past the start
+        monkeypatch.setattr(sqlite_store.asyncio, "sleep", counting_sleep)
+        await real_sleep(1.0)
+        monkeypatch.undo()
+        assert sleeps <= 20, f"{sleeps} sleeps in 1 s of an idle store"
+    finally:
+        await store.close()

@@ -31,6 +31,7 @@ T = TypeVar("T")
 # WAL checkpoints of the on-loop writer (see `Checkpointer`).
 CHECKPOINT_INTERVAL = 0.5  # most seconds between checkpoint rounds
 CHECKPOINT_MIN_INTERVAL = 0.01  # least seconds between rounds (the WAL fills fast)
+IDLE_POLL = 0.1  # seconds between looks at a writer that wrote nothing since the last one
 WAL_RESTART_BYTES = 32 << 20  # a round starts the WAL over once it holds this much
 CHECKPOINT_BYTES = 8 << 20  # or sooner: once about this much WAL was written since the last
 WAL_SIZE_LIMIT = 64 << 20  # a bigger WAL file is cut back (by SHRINK_STEP) at each restart
@@ -345,12 +346,18 @@ class Checkpointer:
         """Sleep `delay` seconds, or less: until the writer has probably written
         `CHECKPOINT_BYTES` since the last pass (the rows it wrote times the frames
         per row seen so far), so the round that starts the WAL over begins with
-        little left to copy."""
+        little left to copy. It looks every `CHECKPOINT_MIN_INTERVAL` while the
+        writer writes and every `IDLE_POLL` while it does not, so an idle
+        server's loop is not woken a hundred times a second."""
         end = time.monotonic() + delay
         enough = CHECKPOINT_BYTES / self._frame_bytes
+        step, seen = CHECKPOINT_MIN_INTERVAL, self.writer.rows
         while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, CHECKPOINT_MIN_INTERVAL))
-            written = (self.writer.rows - self._rows) * self._frames_per_row
+            await asyncio.sleep(min(left, step))
+            rows = self.writer.rows
+            step = CHECKPOINT_MIN_INTERVAL if rows != seen else IDLE_POLL  # idle: look less often
+            seen = rows
+            written = (rows - self._rows) * self._frames_per_row
             if written >= enough and time.monotonic() >= self._calm_until:
                 return
 

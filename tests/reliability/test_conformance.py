@@ -9,6 +9,12 @@ passes. Known reference verdicts: 7.1.5 FAILED (a close with an invalid
 UTF-8 reason is answered with 1002 instead of echoing 1000, which RFC 6455
 allows) and NON-STRICT on the fail-fast cases (3.x, 4.x, 5.15, 6.4.x).
 
+Many cases give the server 0.5 s to answer before the runner kills the
+connection, so the two servers run one after the other, not side by side, and
+a case kefu lost where the reference passed is run again alone, three times:
+a real fault fails every time, a case starved of CPU by the rest of the suite
+(seen: 6.22.9 and 6.22.19 on a loaded machine) passes.
+
 CI: sections 1-7, 9 and 10 with a large frame limit, plus the production
 limit (64 KiB: 9.1.2 and up must be closed with 1009). KEFU_SLOW_TESTS=1 adds
 12.* and 13.* (permessage-deflate, which kefu turns off: UNIMPLEMENTED).
@@ -16,7 +22,6 @@ limit (64 KiB: 9.1.2 and up must be closed with 1009). KEFU_SLOW_TESTS=1 adds
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -111,14 +116,31 @@ def _key(case: str) -> list[int]:
     return [int(p) for p in case.split(".")]
 
 
+async def _rerun_alone(url: str, results: dict[str, Any], cases: list[str]) -> list[str]:
+    """Run each case in `cases` alone up to three times; keep its first pass, if any."""
+    rerun = []
+    for case in cases:
+        for _ in range(3):
+            again = (await _run(url, [case]))[case]
+            if again.passed:
+                results[case] = again
+                rerun.append(case)
+                break
+    return rerun
+
+
 async def test_autobahn_cases_on_kefus_stack(echoes: dict[str, Echo]) -> None:
     cases = CASES + (COMPRESSION if SLOW else [])
-    kefu, reference = await asyncio.gather(
-        _run(echoes["kefu"].url, cases), _run(echoes["reference"].url, cases)
-    )
-    report = {"kefu": _summary(kefu), "reference (python-websockets)": _summary(reference)}
-    print("AUTOBAHN:", json.dumps(report))
+    kefu = await _run(echoes["kefu"].url, cases)
+    reference = await _run(echoes["reference"].url, cases)
     assert kefu.keys() == reference.keys() and len(kefu) >= 300
+    lost = [c for c, r in kefu.items() if not r.passed and reference[c].passed]
+    rerun = await _rerun_alone(echoes["kefu"].url, kefu, lost)
+    report = {
+        "kefu": _summary(kefu) | {"passed_when_run_alone": rerun},
+        "reference (python-websockets)": _summary(reference),
+    }
+    print("AUTOBAHN:", json.dumps(report))
     worse = [
         c for c, r in kefu.items()
         if not r.passed and reference[c].passed

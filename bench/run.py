@@ -1222,9 +1222,14 @@ def profile_cfg(
 
 @contextlib.contextmanager
 def under_load(
-    p: Profile, scenario: str, seconds: float, rate: float, gc_probe: bool = False
+    p: Profile,
+    scenario: str,
+    seconds: float,
+    rate: float,
+    gc_probe: bool = False,
+    system: str = "a",
 ) -> Iterator[tuple[Server, Callable[[], list[str]]]]:
-    """kefu with the profile's load running (see `profile_cfg`), ready to be recorded.
+    """`system` (kefu) with the profile's load running (see `profile_cfg`), ready to be recorded.
 
     Yields the server and a function that waits for the generator to end and
     returns its output lines.
@@ -1232,7 +1237,7 @@ def under_load(
     secret = secrets.token_hex(32)
     run_id = secrets.token_hex(3)
     RESULTS.mkdir(exist_ok=True)
-    with server("a", secret, run_id, p.quiet_wait, gc_probe=gc_probe) as srv:
+    with server(system, secret, run_id, p.quiet_wait, gc_probe=gc_probe) as srv:
         cfg = profile_cfg(p, srv, secret, run_id, scenario, seconds, rate)
         gen = subprocess.Popen(loadgen_cmd(cfg), stdout=subprocess.PIPE, text=True)
 
@@ -1253,12 +1258,13 @@ def under_load(
                 gen.wait()
 
 
-def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None:
-    """Load kefu as `profile` does and sample it with Linux perf (`perf_split`)."""
-    data = RESULTS / f"kefu-perf-{time.strftime('%Y%m%d-%H%M%S')}-{scenario}.data"
-    with under_load(p, scenario, seconds, rate) as (srv, finish):
+def perf_profile(p: Profile, scenario: str, seconds: float, rate: float, system: str) -> None:
+    """Load `system` as `profile` does and sample it with Linux perf (`perf_split`)."""
+    name = "kefu" if system == "a" else "relay"
+    data = RESULTS / f"{name}-perf-{time.strftime('%Y%m%d-%H%M%S')}-{scenario}.data"
+    with under_load(p, scenario, seconds, rate, system=system) as (srv, finish):
         pid = srv.pids["server"]
-        log(f"perf recording {seconds:g} s of kefu ({scenario})")
+        log(f"perf recording {seconds:g} s of {SYSTEMS[system]} ({scenario})")
         t0, cpu0 = time.monotonic(), thread_cpu(pid)
         perf_split.record(pid, seconds, data, GEN_CPU)
         wall, cpu1 = time.monotonic() - t0, thread_cpu(pid)
@@ -1268,7 +1274,9 @@ def perf_profile(p: Profile, scenario: str, seconds: float, rate: float) -> None
     cores = sum(u + k - sum(cpu0.get(t, (0.0, 0.0))) for t, (u, k) in cpu1.items()) / wall
     per_unit = cores / rate_done * 1e6 if rate_done else None
     unit = "connect+auth" if scenario == "connect" else "acked message"
-    head = f"kefu {machine()['kefu_commit']}, {scenario}: {cores:.2f} server cores"
+    head = (
+        f"{SYSTEMS[system]}, kefu {machine()['kefu_commit']}, {scenario}: {cores:.2f} server cores"
+    )
     if per_unit:
         head += f" over the recording, {rate_done:.0f} {unit}s/s, {per_unit:.1f} CPU us each"
     text = (
@@ -1371,7 +1379,8 @@ def main() -> None:
     ap.add_argument(
         "--perf",
         action="store_true",
-        help="profile with Linux perf instead: CPU by library and kernel time by syscall",
+        help="profile with Linux perf instead: CPU by library and kernel time by syscall; "
+        "with --systems b, the limit relay instead of kefu (same load, for comparison)",
     )
     args = ap.parse_args()
 
@@ -1381,7 +1390,8 @@ def main() -> None:
         p.reps = p.idle_reps = p.connect_reps = args.reps
     if args.profile:
         if args.perf:
-            perf_profile(p, args.profile, args.profile_seconds, args.profile_rate)
+            system = "b" if args.systems == "b" else "a"
+            perf_profile(p, args.profile, args.profile_seconds, args.profile_rate, system)
         else:
             profile(p, args.profile, args.profile_seconds, not args.python_only, args.profile_rate)
         return

@@ -19,7 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/browser-deps.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -5,8 +5,9 @@ committing, so without the checkpointer's catch-up and restart the WAL file
 grows by every frame written. The first test writes several times more WAL
 than its bound, with batches back to back, so that only a WAL that starts over
 stays under it, whatever the machine's speed; its slow-disk case makes every
-checkpoint pass 10 ms longer, so that the writer outruns the passes and only
-the growing wait it is given keeps the WAL bounded (without it: 62-64 MiB).
+checkpoint pass 30 ms longer, so that the writer outruns the passes and only
+the growing wait it is given keeps the WAL bounded (without it the WAL never
+starts over: 240 MiB; with it 13-15 MiB).
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ LIMITS = {
     "CHECKPOINT_BYTES": 512 << 10,
     "CATCH_UP_BYTES": 512 << 10,
 }
-BOUND = 32 << 20  # the WAL file must stay under this (a restart at 2 MiB, plus a margin)
+# The WAL file must stay under these (a restart at 2 MiB, plus a margin). As it
+# is: a WAL that never starts over reaches over 200 MiB; one pass stretched by a
+# slow fsync (another test's writeback) was seen to let it reach 41 MiB. With
+# slow passes: 240 MiB without the growing wait, 13-15 MiB with it.
+BOUND = {"as it is": 64 << 20, "slow disk": 48 << 20}
 ROWS = 30_000  # each goes into the table and three indexes: over 200 MiB of WAL in all
 BATCH = 20
-SLOW_PASS = 0.01  # seconds added to every checkpoint pass in the slow-disk case
+SLOW_PASS = 0.03  # seconds added to every checkpoint pass in the slow-disk case
 
 
 def wal_bytes(db: Path) -> int:
@@ -53,13 +58,13 @@ def wal_bytes(db: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("disk", ["as it is", "slow"])
+@pytest.mark.parametrize("disk", list(BOUND))
 async def test_sustained_appends_keep_the_wal_file_bounded(
     tmp_path: Path, monkeypatch: Any, disk: str
 ) -> None:
     for name, value in LIMITS.items():
         monkeypatch.setattr(sqlite_store, name, value)
-    if disk == "slow":  # every checkpoint pass takes 10 ms longer: the writer outpaces them
+    if disk == "slow disk":  # every checkpoint pass takes 30 ms longer: the writer outpaces them
         passive = sqlite_store.Checkpointer._passive
 
         def slow_passive(self: sqlite_store.Checkpointer) -> tuple[int, int]:
@@ -111,7 +116,7 @@ async def test_sustained_appends_keep_the_wal_file_bounded(
     finally:
         await store.close()
     print(f"WAL largest {largest / (1 << 20):.1f} MiB", store.checkpoint_stats)
-    assert largest < BOUND, f"the WAL file reached {largest / (1 << 20):.0f} MiB"
+    assert largest < BOUND[disk], f"the WAL file reached {largest / (1 << 20):.0f} MiB"
     stats = store.checkpoint_stats
     assert stats.restarts > 0 and stats.holds > 0, stats
     with sqlite3.connect(db) as con:

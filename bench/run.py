@@ -1229,7 +1229,7 @@ def under_load(
     gc_probe: bool = False,
     system: str = "a",
 ) -> Iterator[tuple[Server, Callable[[], list[str]]]]:
-    """`system` (kefu) with the profile's load running (see `profile_cfg`), ready to be recorded.
+    """`system` ("a", kefu, or "b", the relay) under the profile's load (see `profile_cfg`).
 
     Yields the server and a function that waits for the generator to end and
     returns its output lines.
@@ -1260,7 +1260,7 @@ def under_load(
 
 def perf_profile(p: Profile, scenario: str, seconds: float, rate: float, system: str) -> None:
     """Load `system` as `profile` does and sample it with Linux perf (`perf_split`)."""
-    name = "kefu" if system == "a" else "relay"
+    name = SYSTEMS[system].split()[0]  # kefu, limit
     data = RESULTS / f"{name}-perf-{time.strftime('%Y%m%d-%H%M%S')}-{scenario}.data"
     with under_load(p, scenario, seconds, rate, system=system) as (srv, finish):
         pid = srv.pids["server"]
@@ -1274,9 +1274,7 @@ def perf_profile(p: Profile, scenario: str, seconds: float, rate: float, system:
     cores = sum(u + k - sum(cpu0.get(t, (0.0, 0.0))) for t, (u, k) in cpu1.items()) / wall
     per_unit = cores / rate_done * 1e6 if rate_done else None
     unit = "connect+auth" if scenario == "connect" else "acked message"
-    head = (
-        f"{SYSTEMS[system]}, kefu {machine()['kefu_commit']}, {scenario}: {cores:.2f} server cores"
-    )
+    head = f"{SYSTEMS[system]} (kefu {machine()['kefu_commit']}), {scenario}: {cores:.2f} cores"
     if per_unit:
         head += f" over the recording, {rate_done:.0f} {unit}s/s, {per_unit:.1f} CPU us each"
     text = (
@@ -1389,6 +1387,8 @@ def main() -> None:
     if args.reps:
         p.reps = p.idle_reps = p.connect_reps = args.reps
     if args.profile:
+        if args.systems not in ("abc", "a", "b") or (args.systems == "b" and not args.perf):
+            ap.error("--profile records kefu (--systems a), or the relay with --perf --systems b")
         if args.perf:
             system = "b" if args.systems == "b" else "a"
             perf_profile(p, args.profile, args.profile_seconds, args.profile_rate, system)

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     max_auth_failures: int = Field(default=5, ge=1)
     send_queue_size: int = Field(default=1024, ge=1)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
+    legacy_text_field: bool = False  # also send `payload.message` beside `text` (old clients)
+
+    # -- exposure to the internet (SECURITY.md)
+    trusted_proxies: str = ""  # IPs / CIDR networks whose X-Forwarded-For is believed
+    max_header_bytes: int = Field(default=16384, ge=1024)  # request line + headers, in total
+    max_headers: int = Field(default=100, ge=8)
+    handshake_timeout: float = Field(default=10.0, gt=0)  # to send a whole request head
+    max_unauthenticated: int = Field(default=4096, ge=1)  # chat sockets before `auth`, in all
+    max_unauthenticated_per_address: int = Field(default=256, ge=1)  # ... and per client address
+    login_max_failures: int = Field(default=10, ge=1)  # per username and per address ...
+    login_window: float = Field(default=300.0, gt=0)  # ... within this many seconds
+    password_workers: int = Field(default=2, ge=1)  # threads that check passwords (argon2)
+    password_queue: int = Field(default=16, ge=1)  # checks waiting for them; beyond: HTTP 503
 
     # -- cluster (with KEFU_BROKER_URL); see docs/cluster.md
     broker_prefix: str = "kefu:"  # Redis key prefix: one per deployment sharing a Redis
@@ -68,6 +81,14 @@ class Settings(BaseSettings):
             db = Path(url.removeprefix("sqlite:///"))
             return db.with_name(db.name + ".secret")
         return Path("kefu.secret")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from kefu.server.proxies import parse
+
+        parse(value)  # a typo must stop the server, not silently trust nobody
+        return value
 
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from cluster.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
+from support.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
 from kefu.broker.base import Broker
 from kefu.broker.memory import MemoryBroker, MemoryHub
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cluster.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
+from support.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
 from kefu.broker.base import BrokerError
 
 

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cluster.proxy import TcpProxy, free_port
-from cluster.services import (
+from support.proxy import TcpProxy, free_port
+from support.services import (
     REDIS_URL,
     create_database,
     drop_database,
@@ -38,7 +38,7 @@ from cluster.services import (
     require_redis,
     wipe_redis,
 )
-from server.client import SECRET, Client, Person, open_socket, person
+from support.client import SECRET, Client, Person, open_socket, person
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 20.0

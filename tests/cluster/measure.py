@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.conftest import Cluster, Node, start_cluster
-from server.client import Client, new_op_id, pair
+from support.client import Client, new_op_id, pair
 
 
 def pct(values: list[float], q: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.client import pair, say
+from support.client import pair, say
 
 from .conftest import MakeCluster
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.client import Client, pair, say
+from support.client import Client, pair, say
 
 from .conftest import Cluster, MakeCluster, Node
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from server.client import Client
+from support.client import Client
 
 from .conftest import MakeCluster
 

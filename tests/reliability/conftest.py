@@ -1,6 +1,6 @@
 """Fixtures of the reliability suite: the e2e servers of tests/server, plus bookkeeping.
 
-* `make_server` / `Server` come from `tests/server/conftest.py` (imported, not copied).
+* `make_server` / `Server` come from `tests/support/servers.py` (imported, not copied).
 * `kefu_server(**settings)`: `make_server`, but every server's log files are
   remembered for the session, so `test_zz_logs.py` can scan all of them for
   the tokens and message texts the suite used (`remember()`).
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from server.conftest import BASE_SETTINGS, MakeServer, Server, make_server  # noqa: F401
+from support.servers import BASE_SETTINGS, MakeServer, Server, make_server  # noqa: F401
 
 SLOW = os.environ.get("KEFU_SLOW_TESTS") == "1"
 

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.conftest import free_port
+from support.servers import free_port
 
 from .conftest import SLOW
 

@@ -31,7 +31,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from server.client import Person, person
+from support.client import Person, person
 
 from .conftest import SLOW, remember
 from .wire import connect_ws, db_rows, token_of

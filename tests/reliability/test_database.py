@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from server.client import new_op_id, pair, person, say
+from support.client import new_op_id, pair, person, say
 
 from .conftest import remember, server_logs
 from .wire import db_rows

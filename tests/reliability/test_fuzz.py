@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from server.client import close_code, pair, person
+from support.client import close_code, pair, person
 
 from .conftest import SLOW, server_logs
 from .wire import db_rows, token_of

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from kefu.server.serve import uvicorn_config
 from kefu.settings import Settings
-from server.client import close_code, new_op_id, pair, person, say
+from support.client import close_code, new_op_id, pair, person, say
 
 from .conftest import SLOW
 from .wire import connect_ws, count_rows, db_rows, token_of

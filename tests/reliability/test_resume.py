@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.client import new_op_id, pair, person, say
+from support.client import new_op_id, pair, person, say
 
 from .wire import db_rows
 

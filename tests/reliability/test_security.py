@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from server.client import SECRET, Client, Person, mint, new_op_id, pair, person, say
-from server.conftest import BASE_SETTINGS, Server
+from support.client import SECRET, Client, Person, mint, new_op_id, pair, person, say
+from support.servers import BASE_SETTINGS, Server
 
 from .conftest import LOG_DIRS, remember, server_logs
 from .wire import connect_ws, count_rows, db_rows

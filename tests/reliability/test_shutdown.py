@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from server.client import Client, close_code, new_op_id, pair, person
+from support.client import Client, close_code, new_op_id, pair, person
 
 from .conftest import remember, server_logs
 from .wire import connect_ws, db_rows

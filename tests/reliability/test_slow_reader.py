@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from server.client import Client, close_code, pair, person
+from support.client import Client, close_code, pair, person
 
 from .conftest import SLOW, remember, rss_kib
 from .wire import connect_ws, db_rows, recv_json, recv_until, token_of

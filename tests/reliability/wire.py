@@ -1,6 +1,6 @@
 """Low-level helpers shared by the reliability tests: raw sockets, tokens, the database.
 
-`tests/server/client.py` (imported here) checks every frame's envelope and is
+`tests/support/client.py` (imported here) checks every frame's envelope and is
 what most tests use. The chaos and slow-reader tests need clients that
 survive their server being killed, so they use `connect_ws` and keep their
 own state.
@@ -18,7 +18,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from server.client import Person, close_code
+from support.client import Person, close_code
 
 from .conftest import remember
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from .client import SECRET, InvalidStatus, assert_profile, mint, new_op_id, person
-from .conftest import MakeServer, Server
+from support.client import SECRET, InvalidStatus, assert_profile, mint, new_op_id, person
+from support.servers import MakeServer, Server
 
 pytestmark = pytest.mark.timeout(30)
 

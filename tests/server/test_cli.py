@@ -10,8 +10,8 @@ from typing import Any
 import jwt
 import pytest
 
-from .client import SECRET
-from .conftest import MakeServer, kefu_env, run_kefu
+from support.client import SECRET
+from support.servers import MakeServer, kefu_env, run_kefu
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,8 +26,8 @@ from kefu.server.serve import uvicorn_config
 from kefu.settings import Settings
 from kefu.store.migrate import upgrade
 
-from .client import SECRET, open_socket, pair, person, say
-from .conftest import free_port
+from support.client import SECRET, open_socket, pair, person, say
+from support.servers import free_port
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from .client import Client, new_op_id, pair, person
-from .conftest import MakeServer
+from support.client import Client, new_op_id, pair, person
+from support.servers import MakeServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from .client import Client, new_op_id, pair
-from .conftest import MakeServer, Server
+from support.client import Client, new_op_id, pair
+from support.servers import MakeServer, Server
 
 pytestmark = pytest.mark.timeout(30)
 

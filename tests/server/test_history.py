@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .client import (
+from support.client import (
     Client,
     Person,
     assert_profile,
@@ -16,7 +16,7 @@ from .client import (
     pair,
     say,
 )
-from .conftest import Server
+from support.servers import Server
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from .client import Client, assert_profile, pair, person
-from .conftest import MakeServer
+from support.client import Client, assert_profile, pair, person
+from support.servers import MakeServer
 
 pytestmark = pytest.mark.timeout(30)
 

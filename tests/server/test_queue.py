@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from .client import Client, assert_profile, pair
-from .conftest import MakeServer, Server
+from support.client import Client, assert_profile, pair
+from support.servers import MakeServer, Server
 
 pytestmark = pytest.mark.timeout(40)
 

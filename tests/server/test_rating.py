@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from .client import Client, new_op_id, pair
-from .conftest import Server
+from support.client import Client, new_op_id, pair
+from support.servers import Server
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .client import pair
-from .conftest import MakeServer, Server
+from support.client import pair
+from support.servers import MakeServer, Server
 
 pytestmark = pytest.mark.timeout(30)
 

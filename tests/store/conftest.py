@@ -3,7 +3,7 @@
 * sqlite: a fresh file per test.
 * postgresql: a fresh database per test session (`CREATE DATABASE
   kefu_test_<random>`, migrated, dropped at the end), emptied before each
-  test. Needs a running PostgreSQL (see tests/cluster/services.py: with
+  test. Needs a running PostgreSQL (see tests/support/services.py: with
   CI=true a missing server fails the tests instead of skipping them).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cluster.services import create_database, drop_database, in_thread, require_postgres
+from support.services import create_database, drop_database, in_thread, require_postgres
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Store
 from kefu.store.migrate import upgrade

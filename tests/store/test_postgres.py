@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from cluster.services import create_database, drop_database, in_thread
+from support.services import create_database, drop_database, in_thread
 from kefu.core.commands import Enqueue
 from kefu.ids import IdGenerator
 from kefu.store.base import Appended, StoreUnavailable

@@ -4,7 +4,7 @@
   Playwright's own browser download is never used. With CI=true a missing
   Chromium or a missing `playwright` package fails the run; locally a missing
   Chromium skips these tests (run `bash scripts/browser-deps.sh`).
-* `make_server(**settings)`: a fresh server (the `Server` of tests/server/conftest.py)
+* `make_server(**settings)`: a fresh server (the `Server` of tests/support/servers.py)
   on a free port with its own database; stopped at teardown.
 * `new_page(viewport=...)`: a page in a fresh browser context (its own storage,
   so two pages are two people). Console errors, page errors and dialogs are
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from server.conftest import BASE_SETTINGS, Server
+from support.servers import BASE_SETTINGS, Server
 
 CHROMIUM = os.environ.get("KEFU_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -8,8 +8,8 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
-from server.client import Person, person
-from server.conftest import Server
+from support.client import Person, person
+from support.servers import Server
 
 # Waits for things that cross two sockets and a database commit.
 STEP = 10_000

@@ -8,7 +8,7 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from server.conftest import run_kefu
+from support.servers import run_kefu
 
 from .helpers import (
     STEP,

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from support.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
 from kefu.broker.base import Broker
 from kefu.broker.memory import MemoryBroker, MemoryHub
+from support.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
 
 MakeBroker = Callable[[], Awaitable[Broker]]
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from support.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
 from kefu.broker.base import BrokerError
+from support.services import REDIS_URL, redis_prefix, require_redis, wipe_redis
 
 
 @pytest.fixture

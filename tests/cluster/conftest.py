@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from support.client import SECRET, Client, Person, open_socket, person
 from support.proxy import TcpProxy, free_port
 from support.services import (
     REDIS_URL,
@@ -38,7 +39,6 @@ from support.services import (
     require_redis,
     wipe_redis,
 )
-from support.client import SECRET, Client, Person, open_socket, person
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 20.0

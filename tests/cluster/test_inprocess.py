@@ -17,11 +17,11 @@ import httpx
 import pytest
 import uvicorn
 
-from support.proxy import free_port
 from kefu.server.app import create_app
 from kefu.server.serve import uvicorn_config
 from kefu.settings import Settings
 from support.client import SECRET, Client, open_socket, pair, person, say
+from support.proxy import free_port
 
 
 class InProcessNode:

@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from support.services import wipe_redis
 from support.client import Client, new_op_id, pair, say
+from support.services import wipe_redis
 
 from .conftest import MakeCluster
 

@@ -25,7 +25,6 @@ from kefu.server.app import create_app
 from kefu.server.serve import uvicorn_config
 from kefu.settings import Settings
 from kefu.store.migrate import upgrade
-
 from support.client import SECRET, open_socket, pair, person, say
 from support.servers import free_port
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from support.services import create_database, drop_database, in_thread, require_postgres
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Store
 from kefu.store.migrate import upgrade
 from kefu.store.sqlite import SqliteStore
+from support.services import create_database, drop_database, in_thread, require_postgres
 
 
 class SqliteHarness:

@@ -13,12 +13,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from support.services import create_database, drop_database, in_thread
 from kefu.core.commands import Enqueue
 from kefu.ids import IdGenerator
 from kefu.store.base import Appended, StoreUnavailable
 from kefu.store.migrate import alembic_config, upgrade
 from kefu.store.tables import metadata
+from support.services import create_database, drop_database, in_thread
 
 from .conftest import ALICE, BOB, PostgresHarness
 from .test_contract import append_all, message, open_conversation

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Installs what the browser tests (tests/web) need: Debian's Chromium.
+# Installs what the browser tests (tests/web) and scripts/screenshots.py need:
+# Debian's Chromium, and the CJK and emoji fonts the Chinese UI and messages are
+# drawn with (without them Chinese text is boxes in the screenshots).
 # Playwright's own browser download is never used; the tests launch /usr/bin/chromium.
 set -euo pipefail
 
-if [ -x /usr/bin/chromium ]; then
+missing=()
+if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)
+fi
+if [ ! -d /usr/share/fonts/opentype/noto ] || ! ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1; then
+    missing+=(fonts-noto-cjk)
+fi
+if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then
+    missing+=(fonts-noto-color-emoji)
+fi
+if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "browser-deps: /usr/bin/chromium is missing and apt-get is not available;" \
-         "install Chromium by hand to run tests/web" >&2
+    echo "browser-deps: ${missing[*]} missing and apt-get is not available;" \
+         "install them by hand to run tests/web" >&2
     exit 0
 fi
 SUDO=""
@@ -16,10 +28,10 @@ if [ "$(id -u)" != "0" ]; then
     if command -v sudo >/dev/null 2>&1; then
         SUDO="sudo"
     else
-        echo "browser-deps: need root (or sudo) to install chromium" >&2
+        echo "browser-deps: need root (or sudo) to install ${missing[*]}" >&2
         exit 0
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq chromium
+$SUDO apt-get install -y -qq "${missing[@]}"

@@ -1,21 +1,32 @@
-"""The command line: serve | users create | token | db upgrade (protocol section 9).
+"""The command line: serve | users create | token | demo | db upgrade (protocol section 9).
 
 Each command is a thin call into the library; settings come from KEFU_*
 variables, and `serve` also takes the most used ones as flags.
+
+Migrations run before any event loop is started (for `postgresql+asyncpg`
+Alembic runs a loop of its own). A failure an operator can meet (bad
+settings, a database that cannot be reached or used, an unknown or
+duplicate account) is one line on stderr starting with `kefu:` and a
+non-zero exit code: 2 for wrong usage, 1 for the rest. With
+KEFU_LOG_LEVEL=debug the traceback is shown instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
 from kefu.settings import Settings
+
+if TYPE_CHECKING:
+    from kefu.store.base import Account, Store
 
 app = typer.Typer(help="kefu: a self-hosted customer-service chat server.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -24,14 +35,91 @@ app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 
 T = TypeVar("T")
+USAGE = 2  # exit code of a wrong command line or setting; 1 for every other failure
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"kefu: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except Exception as exc:  # pydantic's ValidationError, shown as one clear line
-        typer.echo(f"kefu: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(f"invalid settings: {' '.join(str(exc).split())}", USAGE)
+
+
+def _reason(exc: BaseException) -> str:
+    """`exc` in one line; for an error SQLAlchemy wraps, the driver's own."""
+    orig = getattr(exc, "orig", None)  # the DB-API error; asyncpg's own is its cause
+    cause = exc if orig is None else orig.__cause__ or orig
+    line = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "")
+    name = type(cause).__name__
+    return f"{name}: {line}"[:300] if line else name
+
+
+def _where(database_url: str) -> str:
+    """The database, named without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(database_url)
+    except Exception:
+        return "(unparsable KEFU_DATABASE_URL)"
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def _failures(settings: Settings, what: str) -> Iterator[None]:
+    """Whatever fails inside is reported as `kefu: <what>: <reason>` and exits with 1."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if settings.log_level.lower() == "debug":
+            raise
+        _fail(f"{what}: {_reason(exc)}")
+
+
+def _database(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    return _failures(settings, f"database {_where(settings.database_url)}")
+
+
+def _migrate(settings: Settings) -> None:
+    """Create or upgrade the schema; synchronous, so never inside a running loop."""
+    from kefu.store.migrate import upgrade
+
+    with _database(settings):
+        upgrade(settings.database_url)
+
+
+def _run(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Migrate, then run `work(store)` on a fresh event loop with a started store."""
+    from kefu.store import open_store
+
+    _migrate(settings)
+
+    async def main() -> T:
+        store = open_store(settings)
+        await store.start()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    with _database(settings):
+        return asyncio.run(main())
+
+
+def _signing_secret(settings: Settings) -> str:
+    try:
+        return settings.signing_secret()
+    except OSError as exc:  # the generated key's file cannot be read or written
+        _fail(f"signing key {settings.secret_file()}: {_reason(exc)}")
 
 
 @app.command()
@@ -58,23 +146,12 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    run(create_app(settings), settings)
-
-
-def _run(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
-    from kefu.store import open_store
-    from kefu.store.migrate import upgrade
-
-    async def main() -> T:
-        upgrade(settings.database_url)
-        store = open_store(settings)
-        await store.start()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
+    # The lifespan migrates too; doing it here first, before uvicorn's loop, turns a
+    # database that cannot be used into one line instead of a startup traceback.
+    _migrate(settings)
+    with _failures(settings, "cannot start"):
+        server_app = create_app(settings)
+    run(server_app, settings)
 
 
 @users_app.command("create")
@@ -92,8 +169,7 @@ def users_create(
     from kefu.tokens import ROLES
 
     if role not in ROLES:
-        typer.echo(f"kefu: --role must be one of {', '.join(ROLES)}", err=True)
-        raise typer.Exit(2)
+        _fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}", USAGE)
     settings = _settings()
     account = Account(
         id=IdGenerator(settings.node_id)(),
@@ -103,11 +179,16 @@ def users_create(
         avatar=avatar,
         password_hash=hash_password(password) if password else None,
     )
-    try:
-        created = _run(settings, lambda store: store.create_account(account))
-    except AccountExists:
-        typer.echo(f"kefu: an account named {username!r} already exists", err=True)
-        raise typer.Exit(1) from None
+
+    async def create(store: Store) -> Account | None:
+        try:
+            return await store.create_account(account)
+        except AccountExists:
+            return None
+
+    created = _run(settings, create)
+    if created is None:
+        _fail(f"an account named {username!r} already exists")
     typer.echo(json.dumps({**created.profile().as_payload(), "role": created.role}))
 
 
@@ -122,9 +203,8 @@ def token(
     settings = _settings()
     account = _run(settings, lambda store: store.get_account_by_username(username))
     if account is None:
-        typer.echo(f"kefu: no account named {username!r}", err=True)
-        raise typer.Exit(1)
-    typer.echo(issue(settings.signing_secret(), account, ttl or settings.token_ttl))
+        _fail(f"no account named {username!r}")
+    typer.echo(issue(_signing_secret(settings), account, ttl or settings.token_ttl))
 
 
 @app.command()
@@ -134,7 +214,7 @@ def demo(
     """Create a demo waiter and a demo user if missing; print their tokens and page links."""
     from kefu.ids import IdGenerator
     from kefu.passwords import hash_password
-    from kefu.store.base import Account, Store
+    from kefu.store.base import Account
     from kefu.tokens import issue
 
     settings = _settings()
@@ -153,7 +233,7 @@ def demo(
         return found
 
     waiter, user = _run(settings, ensure)
-    secret = settings.signing_secret()
+    secret = _signing_secret(settings)
     waiter_token = issue(secret, waiter, settings.token_ttl)
     user_token = issue(secret, user, settings.token_ttl)
     typer.echo(
@@ -176,9 +256,7 @@ DEMO_ACCOUNTS = (("demo-waiter", "waiter", "Demo Waiter"), ("demo-user", "user",
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (serve does this too)."""
-    from kefu.store.migrate import upgrade
-
-    upgrade(_settings().database_url)
+    _migrate(_settings())
     typer.echo("database is up to date", err=True)
 
 

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from kefu.core.commands import Enqueue
 from kefu.ids import IdGenerator
 from kefu.store.base import Appended, StoreUnavailable
-from kefu.store.migrate import alembic_config, upgrade
+from kefu.store.migrate import alembic_config, head, upgrade
 from kefu.store.tables import metadata
 from support.services import create_database, drop_database, in_thread
 
@@ -59,7 +59,7 @@ def test_migrations_build_the_schema_of_tables_py(fresh_db: str) -> None:
     upgrade(fresh_db)  # a no-op the second time
     diff, version = _diff_and_version(fresh_db)
     assert diff == []
-    assert version == "0002"
+    assert version == head()
 
 
 def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
@@ -67,13 +67,18 @@ def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
     command.downgrade(alembic_config(fresh_db), "0001")
     diff, version = _diff_and_version(fresh_db)
     assert version == "0001"
-    # the two indexes 0002 drops are back, and nothing else differs from tables.py
-    assert sorted((op, index.name) for op, index in diff) == [
+    # the two indexes 0002 drops are back, op_id is 64 wide again (0003 widens it),
+    # and nothing else differs from tables.py
+    indexes = [d for d in diff if d[0] == "remove_index"]
+    assert sorted((op, index.name) for op, index in indexes) == [
         ("remove_index", "ix_messages_receiver_id_id"),
         ("remove_index", "ix_messages_sender_id_id"),
     ]
+    columns = [change[0][:4] for change in diff if isinstance(change, list)]
+    assert columns == [("modify_type", None, "messages", "op_id")]
+    assert len(indexes) + len(columns) == len(diff)
     upgrade(fresh_db)
-    assert _diff_and_version(fresh_db) == ([], "0002")
+    assert _diff_and_version(fresh_db) == ([], head())
 
 
 def test_concurrent_upgrades_on_postgres(fresh_db: str) -> None:
@@ -86,7 +91,7 @@ def test_concurrent_upgrades_on_postgres(fresh_db: str) -> None:
     ]
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
-    assert _diff_and_version(fresh_db) == ([], "0002")
+    assert _diff_and_version(fresh_db) == ([], head())
 
 
 async def test_store_survives_killed_connections(postgres_url: str) -> None:

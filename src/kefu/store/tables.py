@@ -93,7 +93,7 @@ messages = Table(
     Column("sender_id", String(64), nullable=False),
     Column("receiver_id", String(64), nullable=False),
     Column("payload", Text, nullable=False),
-    Column("op_id", String(64), nullable=True),
+    Column("op_id", String(128), nullable=True),  # a frame's op_id: at most 128 chars
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("sender_id", "op_id", name="uq_messages_sender_id_op_id"),
     Index("ix_messages_conversation_id_id", "conversation_id", "id"),

@@ -122,8 +122,11 @@ async def test_node_with_a_waiter_killed(make_cluster: MakeCluster) -> None:
     await say(u1, w1, "before")
 
     doomed.kill()
-    # after heartbeat TTL + resume grace, w1's users go to the front, in their order
-    await u1.expect("connect_queue", timeout=10, payload={"location": 0})
+    # after heartbeat TTL + resume grace, w1's users hear `disconnected` from w1's socket,
+    # then go to the front, in their order
+    await u1.expect("disconnected", timeout=10, from_=w1.uuid)
+    await u1.expect("connect_queue", payload={"location": 0})
+    await u2.expect("disconnected", from_=w1.uuid)
     await u2.expect("connect_queue", payload={"location": 1})
     await late[0].expect("connect_queue", payload={"location": 2})
     await late[1].expect("connect_queue", payload={"location": 3})

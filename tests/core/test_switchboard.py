@@ -470,9 +470,11 @@ def test_waiter_socket_closed_without_grace_requeues_its_users_at_the_front() ->
     assert sb.handle(SocketClosed("ws1"), 10.0) == [
         CloseConversation("c1", CloseReason.WAITER_GONE, 10.0),
         Unroute("c1"),
+        Send("us1", "disconnected", "ws1"),
         Enqueue("u1", 1.0),  # original arrival
         CloseConversation("c2", CloseReason.WAITER_GONE, 10.0),
         Unroute("c2"),
+        Send("us2", "disconnected", "ws1"),
         Enqueue("u2", 2.0),
         location("us1", 0),
         location("us2", 1),
@@ -498,9 +500,11 @@ def test_waiter_socket_closed_users_are_served_at_once_by_another_ready_waiter()
     assert sb.handle(SocketClosed("ws1"), 10.0) == [
         CloseConversation("c1", CloseReason.WAITER_GONE, 10.0),
         Unroute("c1"),
+        Send("us1", "disconnected", "ws1"),
         Enqueue("u1", 1.0),
         CloseConversation("c2", CloseReason.WAITER_GONE, 10.0),
         Unroute("c2"),
+        Send("us2", "disconnected", "ws1"),
         Enqueue("u2", 2.0),
         location("us1", 0),
         location("us2", 1),
@@ -521,9 +525,11 @@ def test_requeued_users_keep_arrival_order_not_assignment_order() -> None:
     assert sb.handle(SocketClosed("ws2"), 10.0) == [
         CloseConversation("c2", CloseReason.WAITER_GONE, 10.0),
         Unroute("c2"),
+        Send("us2", "disconnected", "ws2"),
         Enqueue("u2", 2.0),
         CloseConversation("c3", CloseReason.WAITER_GONE, 10.0),
         Unroute("c3"),
+        Send("us1", "disconnected", "ws2"),
         Enqueue("u1", 1.0),
         location("us1", 0),
         location("us2", 1),
@@ -543,6 +549,7 @@ def test_requeued_users_go_ahead_of_later_arrivals_already_waiting() -> None:
     assert sb.handle(SocketClosed("ws1"), 6.0) == [
         CloseConversation("c2", CloseReason.WAITER_GONE, 6.0),
         Unroute("c2"),
+        Send("us2", "disconnected", "ws1"),
         Enqueue("u2", 2.0),
         location("us2", 0),
         location("us4", 1),
@@ -728,9 +735,11 @@ def test_waiter_grace_expiry_requeues_its_users() -> None:
     assert sb.handle(TimerFired(("grace", "waiter:w1")), 70.0) == [
         CloseConversation("c1", CloseReason.WAITER_GONE, 70.0),
         Unroute("c1"),
+        Send("us1", "disconnected", "ws1"),
         Enqueue("u1", 1.0),
         CloseConversation("c2", CloseReason.WAITER_GONE, 70.0),
         Unroute("c2"),
+        Send("us2", "disconnected", "ws1"),
         Enqueue("u2", 2.0),
         location("us1", 0),
         location("us2", 1),
@@ -977,6 +986,7 @@ def test_restored_waiter_that_never_returns_sends_its_users_to_the_queue() -> No
     assert sb.handle(TimerFired(("grace", "waiter:w1")), 160.0) == [
         CloseConversation("c7", CloseReason.WAITER_GONE, 160.0),
         Unroute("c7"),
+        Send("us1", "disconnected", None),
         Enqueue("u1", 2.0),
         location("us1", 0),
         location("us2", 1),

@@ -43,7 +43,7 @@ async def echo(ws: WebSocket) -> None:
         return
 
 
-def open_echo(sock: DirectSocket) -> None:
+def open_echo(sock: DirectSocket, headers: dict[str, str], peer: str) -> None:
     def on_frame(message: str | bytes) -> None:
         if isinstance(message, str):
             sock.write_frames([message.encode()])

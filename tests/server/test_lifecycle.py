@@ -157,8 +157,11 @@ async def test_dropped_waiter_users_go_to_the_front_of_the_queue(make_server: Ma
     await u2.expect("connect_queue", payload={"location": 0})
 
     w1.abort()
-    # u0 and u1 go back in front, in their original order; u2 moves behind them
+    # each of w1's users first hears `disconnected` from w1 (as in the original system),
+    # then u0 and u1 go back in front, in their original order; u2 moves behind them
+    await u0.expect("disconnected", from_=w1.uuid)
     await u0.expect("connect_queue", payload={"location": 0})
+    await u1.expect("disconnected", from_=w1.uuid)
     await u1.expect("connect_queue", payload={"location": 1})
     await u2.expect("connect_queue", payload={"location": 2})
     assert (await srv.status())["data"]["pending_num"] == 3
@@ -185,6 +188,7 @@ async def test_dropped_waiter_users_are_served_by_another_ready_waiter(
     new1 = await w2.expect("new_connection")
     assert [new0["from"], new1["from"]] == [u0.uuid, u1.uuid]
     for user in (u0, u1):
+        await user.expect("disconnected", from_=w1.uuid)
         await user.expect("connect_success", from_=w2.uuid, skip=("connect_queue",))
     ack = await u1.send_text("hi w2")
     await w2.expect("message_text", from_=u1.uuid, id=ack["id"])
@@ -196,6 +200,7 @@ async def test_cleanly_closed_waiter_socket_also_requeues(make_server: MakeServe
     u0 = await srv.user(label="u0")
     await pair(u0, w1)
     await w1.close()
+    await u0.expect("disconnected", from_=w1.uuid)
     await u0.expect("connect_queue", payload={"location": 0})
 
 
@@ -230,7 +235,8 @@ async def test_waiter_grace_runs_out_then_users_are_requeued(make_server: MakeSe
     await pair(u0, w)
     w.abort()
     await u0.expect_nothing(0.2)  # within the grace: nothing changes for the user
-    await u0.expect("connect_queue", payload={"location": 0}, timeout=5)
+    await u0.expect("disconnected", from_=w.uuid, timeout=5)
+    await u0.expect("connect_queue", payload={"location": 0})
 
 
 # --------------------------------------------------------------------------- user drops

@@ -498,7 +498,11 @@ class Switchboard:
             self._announce_queue()
 
     def _waiter_gone(self, waiter: _Waiter) -> None:
-        """Send the waiter's users back to the queue, ahead of everyone who came after them."""
+        """Send the waiter's users back to the queue, ahead of everyone who came after them.
+
+        Each attached user first hears `disconnected` from the waiter's old
+        socket, as in the original system, then its place (or a new waiter).
+        """
         del self._waiters[waiter.profile.id]
         for uid in list(waiter.users):
             user = self._users[uid]
@@ -509,6 +513,8 @@ class Switchboard:
                 c.CloseConversation(conv.id, CloseReason.WAITER_GONE, self._now),
                 c.Unroute(conv.id),
             )
+            if user.socket is not None:
+                self._emit(c.Send(user.socket, "disconnected", waiter.last_socket or None))
             if user.queued_at is None:
                 user.queued_at = conv.opened_at
                 user.seq = self._next_seq()

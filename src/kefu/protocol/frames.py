@@ -9,11 +9,13 @@ checked by `validate_text`/`validate_image`, right after decoding.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 OpId = Annotated[str, Meta(max_length=128)]
 MessageId = Annotated[str, Meta(max_length=32)]
@@ -26,7 +28,10 @@ class AuthPayload(Struct):
 
 
 class TextPayload(Struct):
-    text: str
+    """`text`; clients written before the field existed send `message` (an alias)."""
+
+    text: str | UnsetType = UNSET  # unset fields are not encoded (stored payloads)
+    message: str | UnsetType = UNSET
 
 
 class ImagePayload(Struct):
@@ -182,6 +187,8 @@ def decode(decoder: msgspec.json.Decoder[Any], raw: bytes | str) -> Frame:
     try:
         frame: Frame = decoder.decode(raw)
         return frame
+    except RecursionError:  # nested deeper than the decoder goes: never a valid frame
+        raise FrameError("invalid JSON: nested too deeply", _shallow(raw)) from None
     except msgspec.ValidationError as exc:
         data = loose(raw)
         message = str(exc)
@@ -202,6 +209,46 @@ def loose(raw: bytes | str) -> Any:
         return _any_decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
+    except RecursionError:
+        return _shallow(raw)
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
+
+
+def _shallow(raw: bytes | str) -> dict[str, Any] | None:
+    """The top-level `type` and `op_id` of a frame too deeply nested to decode, if present.
+
+    A scan of the tokens that tracks depth, so that a key nested in the
+    payload is never taken for the frame's own. Used only for error replies.
+    """
+    try:
+        text = raw if isinstance(raw, str) else raw.decode()
+    except UnicodeDecodeError:
+        return None
+    found: dict[str, Any] = {}
+    depth = 0
+    key: str | None = None
+    expect_value = False
+    for token in _TOKENS.finditer(text):
+        t = token.group()
+        if t in "[{":
+            depth += 1
+            expect_value = False
+        elif t in "]}":
+            depth -= 1
+        elif t == ":":
+            expect_value = depth == 1
+        elif t == ",":
+            key, expect_value = None, False
+        elif depth == 1:
+            if expect_value and key in ("type", "op_id"):
+                with contextlib.suppress(msgspec.DecodeError):
+                    found[key] = msgspec.json.decode(t)
+                key, expect_value = None, False
+            elif not expect_value:
+                key = t[1:-1]
+    return found or None
 
 
 def op_id_of(data: Any) -> str | None:
@@ -213,11 +260,21 @@ def op_id_of(data: Any) -> str | None:
     return None
 
 
-def validate_text(payload: TextPayload, max_chars: int) -> None:
-    if not payload.text.strip():
+def validate_text(payload: TextPayload, max_chars: int) -> TextPayload:
+    """The payload with `text` set (from `message` if only that came), or FrameError."""
+    text = payload.text
+    if text is UNSET:
+        text = payload.message
+        if text is UNSET:
+            raise FrameError("Object missing required field `text` - at `$.payload`")
+        payload = TextPayload(text)
+    elif payload.message is not UNSET:
+        payload = TextPayload(text)  # stored and sent as `text` alone
+    if not text.strip():
         raise FrameError("text must not be empty")
-    if len(payload.text) > max_chars:
+    if len(text) > max_chars:
         raise FrameError(f"text is longer than {max_chars} characters")
+    return payload
 
 
 def validate_image(payload: ImagePayload, max_chars: int) -> None:

@@ -55,5 +55,8 @@ def encode(
     return _encoder.encode(OutFrame(type_, to, rfc3339(ts), frm, id_, op_id, payload))
 
 
-def encode_value(value: Any) -> bytes:
-    return _encoder.encode(value)
+def legacy_text(type_: str, payload: Any) -> Any:
+    """A stored text payload with `message` beside `text`, for clients that read `message`."""
+    if type_ == "message_text" and isinstance(payload, dict) and "text" in payload:
+        return {**payload, "message": payload["text"]}
+    return payload

@@ -19,6 +19,10 @@ class Accounts:
             return None
         return known if claims.account(known) == known else None
 
+    def names(self, claims: Claims, account: Account) -> bool:
+        """True if `claims` are a token of `account`."""
+        return claims.sub == account.id
+
     async def load(self, claims: Claims) -> Account:
         """The account `claims` name; created or updated from the claims if needed."""
         known = self._cache.get(claims.sub)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from kefu.server.origin import cors_headers
 from kefu.server.runtime import Runtime
 
 
 def status_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
+    settings = runtime.settings
+
     async def status(request: Request) -> JSONResponse:
         s = runtime.status()
         data = {
@@ -17,6 +20,7 @@ def status_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
             "pending_num": s.pending_num,
             "matchers": s.matchers,
         }
-        return JSONResponse({"status": 1, "message": "", "data": data})
+        headers = cors_headers(request.headers.get("origin"), request.headers.get("host"), settings)
+        return JSONResponse({"status": 1, "message": "", "data": data}, headers=headers)
 
     return status

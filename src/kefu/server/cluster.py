@@ -45,6 +45,7 @@ from kefu.ids import IdGenerator
 from kefu.server.connections import Connection
 from kefu.server.history import History
 from kefu.server.leader import STATUS_KEY, Leader
+from kefu.server.origin import cors_headers
 from kefu.server.outbox import Outbox
 from kefu.server.runtime import Runtime
 from kefu.server.wire import (
@@ -470,8 +471,12 @@ class ClusterHistory(History):
 def cluster_status_endpoint(runtime: ClusterRuntime):  # type: ignore[no-untyped-def]
     """GET /v1/ws/status on a cluster node: the whole cluster, [ext] per node."""
 
+    settings = runtime.settings
+
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse({"status": 1, "message": "", "data": await runtime.cluster_status()})
+        headers = cors_headers(request.headers.get("origin"), request.headers.get("host"), settings)
+        data = await runtime.cluster_status()
+        return JSONResponse({"status": 1, "message": "", "data": data}, headers=headers)
 
     return status
 

@@ -68,6 +68,7 @@ class Connection:
         "_sent",
         "_writes",
         "account",
+        "address",
         "auth_failures",
         "busy",
         "closing",
@@ -93,6 +94,7 @@ class Connection:
         self.sock = sock
         self.side = side  # "user" | "waiter"
         self.account: Account | None = None
+        self.address = "?"  # the client's address (see `server/proxies.py`)
         self.last_activity = 0.0
         self.auth_failures = 0
         self.closing: int | None = None

@@ -46,6 +46,8 @@ from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
+from kefu.server.clientlog import client_log
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # websockets built without its C extension
@@ -73,16 +75,30 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+Refusal = tuple[int, str]  # (HTTP status, message) for an upgrade that is refused
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A WebSocket path served directly: `allows` may refuse the upgrade, `open` takes the socket.
+    """A WebSocket path served directly: `admit` may refuse the upgrade, `open` takes the socket.
 
-    `allows(headers)` gets the request headers as (lower-case name, value)
-    strings; `open(sock)` sets the socket's callbacks.
+    `admit(headers, peer)` gets the request headers as (lower-case name, value)
+    strings and the peer's address, and returns None or a `Refusal`;
+    `open(sock, headers, peer)` sets the socket's callbacks.
     """
 
-    open: Callable[[DirectSocket], None]
-    allows: Callable[[dict[str, str]], bool] = lambda headers: True
+    open: Callable[[DirectSocket, dict[str, str], str], None]
+    admit: Callable[[dict[str, str], str], Refusal | None] = lambda headers, peer: None
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """What a request head may cost before the application sees it."""
+
+    max_bytes: int = 16384  # request line and headers, in total
+    max_headers: int = 100
+    timeout: float = 10.0  # seconds to send a whole request head, from the connection or
+    # from the end of the previous response
 
 
 class DirectSocket(asyncio.Protocol):
@@ -349,9 +365,101 @@ class DirectSocket(asyncio.Protocol):
 
 # -- the handshake, on uvicorn's HTTP protocol ------------------------------------------------
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol; upgrades to `endpoints` paths become `DirectSocket`s."""
+    """uvicorn's httptools protocol, heads bounded; chat upgrades become `DirectSocket`s.
+
+    Before any application code runs, a request head (request line and
+    headers) must arrive within `limits.timeout` and stay within
+    `limits.max_bytes` and `limits.max_headers`: a head that never ends or
+    grows without bound is answered 408 / 431 and the connection closed, so
+    a client cannot hold memory or a connection by trickling headers.
+    """
 
     endpoints: dict[bytes, Endpoint] = {}
+    limits = HeadLimits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._headers_seen = 0
+        self._in_head = True
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.limits.timeout, self._head_timeout
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                client_log.info("%s: unsupported upgrade request", self._peer())
+            return
+        except httptools.HttpParserError:
+            if not self._refused:  # else a callback refused it and answered already
+                client_log.info("%s: invalid HTTP request", self._peer())
+                self._refuse_head(400, "invalid HTTP request")
+            return
+        # httptools keeps a header it has not seen the end of: bound what it may keep
+        if self._in_head and self._head_bytes > self.limits.max_bytes and not self._refused:
+            client_log.info("%s: request head over %d bytes", self._peer(), self.limits.max_bytes)
+            self._refuse_head(431, "request header fields too large")
+
+    def _peer(self) -> str:
+        return self.client[0] if self.client else "?"
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:  # the next request on a kept-alive connection
+            self._in_head = True
+            self._head_bytes = 0
+            self._headers_seen = 0
+            self._stop_head_timer()
+            self._head_timer = self.loop.call_later(self.limits.timeout, self._head_timeout)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers_seen += 1
+        if self._headers_seen > self.limits.max_headers:
+            client_log.info("%s: over %d header fields", self._peer(), self.limits.max_headers)
+            self._refuse_head(431, "too many request header fields")
+            raise _HeadRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _stop_head_timer(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self._refused and not self.transport.is_closing():
+            if self._head_bytes:
+                client_log.info("%s: request head not received in time", self._peer())
+                self._refuse_head(408, "request head not received in time")
+            else:  # a connection that never said anything: nothing to answer
+                self._refused = True
+                self.transport.close()
+
+    def _refuse_head(self, status: int, message: str) -> None:
+        self._refused = True
+        self._stop_head_timer()
+        self._respond(status, [], message)
 
     def handle_websocket_upgrade(self) -> None:
         path = httptools.parse_url(self.url).path
@@ -369,15 +477,20 @@ class HttpProtocol(HttpToolsProtocol):
             key = name.decode("latin-1")
             text = value.decode("latin-1").strip()
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        refusal = _refusal(self.scope["method"], headers)
-        if refusal is None and not endpoint.allows(headers):
-            refusal = (403, [], "origin not allowed")
-        who = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        peer = self.client[0] if self.client else "?"
+        refusal: tuple[int, list[tuple[str, str]], str] | None = _refusal(
+            self.scope["method"], headers
+        )
+        if refusal is None:
+            admitted = endpoint.admit(headers, peer)
+            if admitted is not None:
+                status, message = admitted
+                extra = [("Retry-After", "5")] if status in (429, 503) else []
+                refusal = (status, extra, message)
         if refusal is not None:
-            self.logger.info('%s - "WebSocket %s" %d', who, path, refusal[0])
-            self._refuse(*refusal)
+            client_log.info('%s - "WebSocket %s" %d', peer, path, refusal[0])
+            self._respond(*refusal)
             return
-        self.logger.info('%s - "WebSocket %s" [accepted]', who, path)
         response = [
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
             b"Sec-WebSocket-Accept: ",
@@ -390,9 +503,10 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(response))
         sock = DirectSocket(self.transport, self.config, self.server_state)
         self.transport.set_protocol(sock)
-        endpoint.open(sock)
+        endpoint.open(sock, headers, peer)
 
-    def _refuse(self, status: int, extra: list[tuple[str, str]], message: str) -> None:
+    def _respond(self, status: int, extra: list[tuple[str, str]], message: str) -> None:
+        """Answer `status` with a short text body and close the connection."""
         body = message.encode()
         lines = [f"HTTP/1.1 {status} {_REASONS[status]}", *(f"{k}: {v}" for k, v in extra)]
         lines += [
@@ -404,7 +518,19 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required"}
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a refused head (already answered)."""
+
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
 def _tokens(value: str | None) -> set[str]:
@@ -431,7 +557,10 @@ def _refusal(method: str, headers: dict[str, str]) -> tuple[int, list[tuple[str,
     return None
 
 
-def http_protocol(endpoints: dict[str, Endpoint]) -> type[HttpProtocol]:
+def http_protocol(
+    endpoints: dict[str, Endpoint], limits: HeadLimits | None = None
+) -> type[HttpProtocol]:
     """uvicorn's `http` protocol class, serving `endpoints` (path -> Endpoint) directly."""
     by_path = {path.encode(): endpoint for path, endpoint in endpoints.items()}
-    return type("KefuHttpProtocol", (HttpProtocol,), {"endpoints": by_path})
+    attrs = {"endpoints": by_path, "limits": limits or HeadLimits()}
+    return type("KefuHttpProtocol", (HttpProtocol,), attrs)

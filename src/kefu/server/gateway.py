@@ -29,9 +29,10 @@ from kefu.protocol import codes
 from kefu.protocol import frames as f
 from kefu.server.accounts import Accounts
 from kefu.server.connections import Connection
-from kefu.server.direct import DirectSocket, Endpoint
+from kefu.server.direct import DirectSocket, Endpoint, Refusal
 from kefu.server.history import History
 from kefu.server.origin import origin_allowed
+from kefu.server.proxies import TrustedProxies
 from kefu.server.runtime import RouteEntry, Runtime
 from kefu.store.base import Account, StoreError
 from kefu.tokens import Claims, TokenError
@@ -56,22 +57,46 @@ class Gateway:
         self.accounts = accounts
         self.history = history
         self.settings = runtime.settings
+        self.proxies = TrustedProxies(self.settings.trusted_proxies)
+        self._unauthenticated = Tally()
 
     def endpoints(self) -> dict[str, Endpoint]:
         """The two chat paths, served by `kefu.server.direct` beside the ASGI app."""
-        user = Endpoint(partial(self.open, "user", f.user_decoder), self.allows)
-        waiter = Endpoint(partial(self.open, "waiter", f.waiter_decoder), self.allows)
+        user = Endpoint(partial(self.open, "user", f.user_decoder), self.admit)
+        waiter = Endpoint(partial(self.open, "waiter", f.waiter_decoder), self.admit)
         return {"/v1/ws/connect/user": user, "/v1/ws/connect/waiter": waiter}
 
     # -- the socket's life ------------------------------------------------------
-    def allows(self, headers: dict[str, str]) -> bool:
-        """The upgrade is refused (HTTP 403) unless `Origin` is allowed."""
-        return origin_allowed(headers.get("origin"), headers.get("host"), self.settings)
+    def admit(self, headers: dict[str, str], peer: str) -> Refusal | None:
+        """Refuse the upgrade for a foreign `Origin` (403) or too many sockets before `auth`.
 
-    def open(self, side: str, decoder: msgspec.json.Decoder[Any], sock: DirectSocket) -> None:
+        Sockets that have not authenticated yet cost memory and an auth timer
+        each and prove nothing: at most `max_unauthenticated` of them in all
+        (503) and `max_unauthenticated_per_address` per client address (429).
+        """
+        settings = self.settings
+        if not origin_allowed(headers.get("origin"), headers.get("host"), settings):
+            return 403, "origin not allowed"
+        if self._unauthenticated.total >= settings.max_unauthenticated:
+            return 503, "too many connections are waiting to authenticate; retry later"
+        address = self.proxies.client(peer, headers.get("x-forwarded-for"))
+        if self._unauthenticated.of(address) >= settings.max_unauthenticated_per_address:
+            return 429, "too many connections from your address are waiting to authenticate"
+        return None
+
+    def open(
+        self,
+        side: str,
+        decoder: msgspec.json.Decoder[Any],
+        sock: DirectSocket,
+        headers: dict[str, str],
+        peer: str,
+    ) -> None:
         runtime = self.runtime
         queue_size = self.settings.send_queue_size
         conn = Connection(str(uuid.uuid4()), sock, side, queue_size, runtime.connections.writes)
+        conn.address = self.proxies.client(peer, headers.get("x-forwarded-for"))
+        self._unauthenticated.add(conn.address)
         conn.last_activity = conn.refilled = time.time()
         conn.tokens = float(self.settings.rate_burst)
         runtime.connections.add(conn)
@@ -82,6 +107,8 @@ class Gateway:
 
     def _closed(self, conn: Connection, auth_timer: asyncio.TimerHandle) -> None:
         auth_timer.cancel()
+        if conn.account is None:
+            self._unauthenticated.remove(conn.address)
         conn.stop()
         runtime = self.runtime
         runtime.connections.remove(conn)
@@ -195,8 +222,7 @@ class Gateway:
     def _auth(self, conn: Connection, frame: f.Auth) -> Awaitable[None] | None:
         """Authenticate; awaits only to load or save the account, or to replay `last_id`."""
         if conn.account is not None:
-            self._error(conn, codes.INVALID_PARAMS, "already authenticated", frame.op_id)
-            return None
+            return self._auth_again(conn, frame, conn.account)
         try:
             claims = self.accounts.verify(frame.payload.token)
         except TokenError as exc:
@@ -206,6 +232,25 @@ class Gateway:
         if account is None:
             return self._auth_load(conn, frame, claims)
         return self._authed(conn, frame, account)
+
+    def _auth_again(
+        self, conn: Connection, frame: f.Auth, account: Account
+    ) -> Awaitable[None] | None:
+        """`auth` on an authenticated socket: the same account is answered as the first time."""
+        try:
+            claims = self.accounts.verify(frame.payload.token)
+        except TokenError as exc:
+            self._error(conn, codes.NOT_AUTHENTICATED, str(exc), frame.op_id)
+            return None
+        if not self.accounts.names(claims, account):
+            message = "this socket is authenticated as another account; open a new socket for it"
+            self._error(conn, codes.NO_PERMISSION, message, frame.op_id)
+            return None
+        payload = account.profile().as_payload()
+        self.runtime.send(conn.socket, "auth_success", payload=payload, op_id=frame.op_id)
+        if frame.payload.last_id is not None:
+            return self.history.replay(conn, frame.payload.last_id)
+        return None
 
     async def _auth_load(self, conn: Connection, frame: f.Auth, claims: Claims) -> None:
         try:
@@ -232,6 +277,7 @@ class Gateway:
             self._error(conn, codes.NO_PERMISSION, f"at most {limit} sockets per user", frame.op_id)
             return None
         conn.account = account
+        self._unauthenticated.remove(conn.address)
         self.runtime.connections.bind(conn)
         profile = account.profile()
         self.runtime.send(
@@ -320,15 +366,16 @@ class Gateway:
     def _post(self, conn: Connection, route: RouteEntry, frame: f.Frame) -> None:
         settings = self.settings
         if isinstance(frame, f.MessageText):
-            f.validate_text(frame.payload, settings.max_text_chars)
-            self.runtime.post_message(
-                conn, route, "message_text", _ENCODE(frame.payload), frame.op_id
-            )
+            payload = f.validate_text(frame.payload, settings.max_text_chars)
+            stored = _ENCODE(payload)
+            wire = stored
+            if settings.legacy_text_field:  # old clients read the text as `message`
+                wire = _ENCODE({"text": payload.text, "message": payload.text})
+            self.runtime.post_message(conn, route, "message_text", stored, frame.op_id, wire)
         elif isinstance(frame, f.MessageImage):
             f.validate_image(frame.payload, settings.max_image_chars)
-            self.runtime.post_message(
-                conn, route, "message_image", _ENCODE(frame.payload), frame.op_id
-            )
+            stored = _ENCODE(frame.payload)
+            self.runtime.post_message(conn, route, "message_image", stored, frame.op_id, stored)
 
     def _error(
         self, conn: Connection, status: int, message: str, op_id: str | None, data: Any = None
@@ -337,6 +384,33 @@ class Gateway:
 
 
 _ENCODE = msgspec.json.Encoder().encode
+
+
+class Tally:
+    """How many sockets per client address (and in all) have not authenticated yet."""
+
+    __slots__ = ("_by_address", "total")
+
+    def __init__(self) -> None:
+        self._by_address: dict[str, int] = {}
+        self.total = 0
+
+    def of(self, address: str) -> int:
+        return self._by_address.get(address, 0)
+
+    def add(self, address: str) -> None:
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        self.total += 1
+
+    def remove(self, address: str) -> None:
+        left = self._by_address.get(address, 0) - 1
+        if left < 0:
+            return
+        if left:
+            self._by_address[address] = left
+        else:
+            del self._by_address[address]
+        self.total -= 1
 
 
 def _raw(frame: f.Frame) -> Any:

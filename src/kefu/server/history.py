@@ -14,7 +14,7 @@ from typing import Any
 
 from kefu.protocol import codes
 from kefu.protocol import frames as f
-from kefu.protocol.out import rfc3339
+from kefu.protocol.out import legacy_text, rfc3339
 from kefu.server.connections import Connection
 from kefu.server.runtime import Runtime
 from kefu.store.base import HistoryEntry, Store
@@ -24,13 +24,13 @@ REPLAY_PAGE = 500  # messages read per query when replaying on resume
 log = logging.getLogger("kefu.history")
 
 
-def entry_payload(entry: HistoryEntry) -> dict[str, Any]:
+def entry_payload(entry: HistoryEntry, legacy: bool = False) -> dict[str, Any]:
     return {
         "id": entry.id,
         "sender": entry.sender.as_payload(),
         "receiver": entry.receiver.as_payload(),
         "type": entry.type,
-        "payload": entry.payload,
+        "payload": legacy_text(entry.type, entry.payload) if legacy else entry.payload,
         "date": rfc3339(entry.created),
     }
 
@@ -39,6 +39,7 @@ class History:
     def __init__(self, runtime: Runtime, store: Store) -> None:
         self._runtime = runtime
         self._store = store
+        self._legacy = runtime.settings.legacy_text_field
 
     async def _answer(
         self, conn: Connection, op_id: str | None, what: str, work: Awaitable[None]
@@ -84,14 +85,14 @@ class History:
         assert conn.account is not None
         before, limit = (p.before, p.limit) if p is not None else (None, 100)
         entries = await self._store.history(conn.account.id, before, limit)
-        data = [entry_payload(x) for x in entries]
+        data = [entry_payload(x, self._legacy) for x in entries]
         self._runtime.send(conn.socket, "message_history", payload=data, op_id=op_id)
 
     async def _waiter_history(
         self, conn: Connection, op_id: str | None, p: f.WaiterHistoryPayload
     ) -> None:
         entries = await self._store.history(p.user_id, p.before, p.limit)
-        payload = {"user_id": p.user_id, "data": [entry_payload(x) for x in entries]}
+        payload = {"user_id": p.user_id, "data": [entry_payload(x, self._legacy) for x in entries]}
         self._runtime.send(conn.socket, "message_history", payload=payload, op_id=op_id)
 
     async def _session_history(self, conn: Connection, op_id: str | None) -> None:
@@ -102,7 +103,7 @@ class History:
                 "id": s.conversation_id,
                 "user": s.user.as_payload(),
                 "waiter": s.waiter.as_payload(),
-                "history": [entry_payload(s.latest)] if s.latest is not None else [],
+                "history": [entry_payload(s.latest, self._legacy)] if s.latest is not None else [],
                 "created_at": rfc3339(s.created),
             }
             for s in sessions
@@ -137,11 +138,12 @@ class History:
                         continue  # the sender had its ack, or resends with the same op_id
                     if not await conn.wait_below(high):
                         return
+                    payload = legacy_text(m.type, m.payload) if self._legacy else m.payload
                     runtime.send(
                         conn.socket,
                         m.type,
                         frm=peer,
-                        payload=m.payload,
+                        payload=payload,
                         id_=m.id,
                         ts=m.created,
                     )

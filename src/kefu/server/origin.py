@@ -66,3 +66,10 @@ def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> 
     if any(normalize(a) == parsed for a in allowed):
         return True
     return bool(host) and _same_host(parsed, host or "")
+
+
+def cors_headers(origin: str | None, host: str | None, settings: Settings) -> dict[str, str]:
+    """CORS headers that let an allowed origin's page read a public JSON endpoint."""
+    if origin is None or not origin_allowed(origin, host, settings):
+        return {"Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}

@@ -205,8 +205,9 @@ class Runtime:
         type_: str,
         payload: bytes,
         op_id: str | None,
+        wire: bytes,
     ) -> None:
-        """Store a message; once committed, ack the sender and deliver to the other side.
+        """Store `payload`; once committed, ack the sender and deliver `wire` to the other side.
 
         Ordering: the writer commits and calls back in submission order, so the
         messages of one conversation are acked and delivered in the order sent.
@@ -224,7 +225,7 @@ class Runtime:
             op_id=op_id,
             created=round(time.time(), 6),  # what the store keeps: a retry's ack matches
         )
-        done = partial(self._stored, sender, route, from_user, type_, payload, op_id)
+        done = partial(self._stored, sender, route, from_user, type_, wire, op_id)
         self.store.append(message, done)
 
     def _stored(

@@ -7,7 +7,7 @@ from typing import Any
 
 import uvicorn
 
-from kefu.server.direct import Endpoint, http_protocol
+from kefu.server.direct import Endpoint, HeadLimits, http_protocol
 from kefu.settings import Settings
 
 
@@ -18,7 +18,9 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=http_protocol(direct_endpoints(app)),  # httptools; kefu's chat sockets beside it
+        # httptools, bounded request heads, kefu's chat sockets beside the app
+        http=http_protocol(direct_endpoints(app), head_limits(settings)),
+        proxy_headers=False,  # kefu reads X-Forwarded-For itself, from trusted proxies only
         ws="websockets-sansio",  # the app's own WebSocket routes, if any
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
@@ -32,6 +34,14 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     error_log = logging.getLogger("uvicorn.error")
     error_log.setLevel(max(error_log.getEffectiveLevel(), logging.INFO))
     return config
+
+
+def head_limits(settings: Settings) -> HeadLimits:
+    return HeadLimits(
+        max_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        timeout=settings.handshake_timeout,
+    )
 
 
 def direct_endpoints(app: Any) -> dict[str, Endpoint]:

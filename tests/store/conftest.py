@@ -3,8 +3,8 @@
 * sqlite: a fresh file per test.
 * postgresql: a fresh database per test session (`CREATE DATABASE
   kefu_test_<random>`, migrated, dropped at the end), emptied before each
-  test. Needs a running PostgreSQL (see tests/support/services.py: with
-  CI=true a missing server fails the tests instead of skipping them).
+  test. Needs a running PostgreSQL (see tests/support/services.py: in CI,
+  CI=1/true/yes, a missing server fails the tests instead of skipping them).
 """
 
 from __future__ import annotations

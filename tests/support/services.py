@@ -1,10 +1,10 @@
 """The real services the cluster-side tests need: PostgreSQL and Redis.
 
-`require_postgres()` / `require_redis()` return a URL, or end the test: with
-CI=true a missing service is a failure (CI must not pass by skipping), on a
-developer machine it is a skip. Override the addresses with
-KEFU_TEST_POSTGRES (an admin URL; databases are created beside it) and
-KEFU_TEST_REDIS.
+`require_postgres()` / `require_redis()` return a URL, or end the test: in CI
+(`support.ci.in_ci()`: CI=1, true or yes) a missing service is a failure (CI
+must not pass by skipping), on a developer machine it is a skip. Override
+the addresses with KEFU_TEST_POSTGRES (an admin URL; databases are created
+beside it) and KEFU_TEST_REDIS.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import pytest
+
+from support.ci import in_ci
 
 PG_ADMIN_URL = os.environ.get("KEFU_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KEFU_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -45,7 +47,7 @@ def in_thread(fn: Callable[[], Awaitable[T]]) -> T:
 
 def unavailable(what: str, reason: str) -> NoReturn:
     message = f"{what} is not reachable ({reason})"
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci():
         pytest.fail(f"{message}; CI needs it running", pytrace=False)
     pytest.skip(message)
 

@@ -1,7 +1,7 @@
 """Browser tests: real `kefu serve` processes and Debian's Chromium driven by Playwright.
 
 * `browser`: one Chromium per test module (`/usr/bin/chromium`, or `KEFU_CHROMIUM`).
-  Playwright's own browser download is never used. With CI=true a missing
+  Playwright's own browser download is never used. In CI (`support.ci.in_ci`) a missing
   Chromium or a missing `playwright` package fails the run; locally a missing
   Chromium skips these tests (run `bash scripts/browser-deps.sh`).
 * `make_server(**settings)`: a fresh server (the `Server` of tests/support/servers.py)
@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from support.ci import in_ci
 from support.servers import BASE_SETTINGS, Server
 
 CHROMIUM = os.environ.get("KEFU_CHROMIUM", "/usr/bin/chromium")
@@ -39,7 +40,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Console messages that are not errors of the pages: the browser's own note
 # when a WebSocket cannot connect (the restart test stops the server on purpose).
@@ -62,7 +62,7 @@ def browser() -> Iterator[Any]:
         )
     if not _chromium_available():
         message = f"{CHROMIUM} not found: run `bash scripts/browser-deps.sh`"
-        if IN_CI:
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     pw = sync_playwright().start()

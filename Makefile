@@ -1,4 +1,5 @@
-# kefu: `make run` starts a demo server, `make test` runs every test.
+# kefu: `make run` starts a demo server, `make test` runs the tests but those marked
+# slow (chaos, fuzz, conformance at short sizes); `KEFU_SLOW_TESTS=1 make test` runs all.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -8,6 +8,12 @@ import time
 
 from .conftest import MakeBroker
 
+# TTLs the tests let run out, and waits past them. A value set with SHORT_TTL
+# is checked before it runs out: a whole second, so that a step between the
+# two taking longer on a loaded machine is out of the question. Waits only
+# have to be longer than the TTL, which a sleep always is.
+SHORT_TTL = 1.0
+PAST_TTL = SHORT_TTL + 0.1
 
 class Inbox:
     def __init__(self) -> None:
@@ -60,11 +66,19 @@ async def test_publish_to_nobody_is_lost_and_says_so(make_broker: MakeBroker) ->
 
 
 async def test_publish_does_not_run_the_handler_inline(make_broker: MakeBroker) -> None:
+    """The handler never runs inside `publish`, in the publisher's task (base.py's contract)."""
     a = await make_broker()
     inbox = Inbox()
-    await a.subscribe("me", inbox)
+    tasks: list[asyncio.Task[object] | None] = []
+
+    def handler(data: bytes) -> None:
+        tasks.append(asyncio.current_task())
+        inbox(data)
+
+    await a.subscribe("me", handler)
     await a.publish("me", b"self")  # a node may publish to itself
     assert await inbox.wait_for(1) == [b"self"]
+    assert tasks != [asyncio.current_task()], "the handler ran inline, in the publisher's task"
 
 
 async def test_async_handlers_keep_order(make_broker: MakeBroker) -> None:
@@ -109,13 +123,15 @@ async def test_read_events_blocks_until_an_append(make_broker: MakeBroker) -> No
     start = time.monotonic()
     assert await a.read_events("0", block_ms=200) == []
     assert time.monotonic() - start >= 0.15
-    reader = asyncio.ensure_future(a.read_events("0", block_ms=3000))
+    # Redis blocks 5 s at most: a reader that returns sooner was woken by the append
+    block = 5.0
+    called = time.monotonic()
+    reader = asyncio.ensure_future(a.read_events("0", block_ms=int(block * 1000)))
     await asyncio.sleep(0.1)
     assert not reader.done()
-    started = time.monotonic()
     eid = await b.append_event(b"wake")
-    assert await asyncio.wait_for(reader, 3) == [(eid, b"wake")]
-    assert time.monotonic() - started < 1.0
+    assert await asyncio.wait_for(reader, 2 * block) == [(eid, b"wake")]
+    assert time.monotonic() - called < block, "the reader waited out its block: no wake-up"
 
 
 # -- the lease ----------------------------------------------------------------------------
@@ -141,11 +157,11 @@ async def test_lease_has_one_holder_and_increasing_tokens(make_broker: MakeBroke
 
 async def test_lease_expires_and_respects_the_floor(make_broker: MakeBroker) -> None:
     a, b = await make_broker(), await make_broker()
-    t1 = await a.acquire_lease("n1", ttl=0.3)
+    t1 = await a.acquire_lease("n1", ttl=SHORT_TTL)
     assert t1 is not None
-    await asyncio.sleep(0.45)
+    await asyncio.sleep(PAST_TTL)
     assert await a.lease_holder() is None
-    assert not await a.renew_lease("n1", t1, ttl=0.3)  # too late
+    assert not await a.renew_lease("n1", t1, ttl=SHORT_TTL)  # too late
     floor = t1 + 10**9
     t2 = await b.acquire_lease("n2", ttl=5, floor=floor)
     assert t2 is not None and t2 > floor
@@ -156,12 +172,12 @@ async def test_lease_expires_and_respects_the_floor(make_broker: MakeBroker) -> 
 
 async def test_renewal_keeps_the_lease(make_broker: MakeBroker) -> None:
     a, b = await make_broker(), await make_broker()
-    token = await a.acquire_lease("n1", ttl=0.3)
+    token = await a.acquire_lease("n1", ttl=SHORT_TTL)
     assert token is not None
-    for _ in range(5):
-        await asyncio.sleep(0.1)
-        assert await a.renew_lease("n1", token, ttl=0.3)
-    assert await b.acquire_lease("n2", ttl=0.3) is None
+    for _ in range(6):  # 1.5 s in all: past the TTL, renewed every quarter of it
+        await asyncio.sleep(SHORT_TTL / 4)
+        assert await a.renew_lease("n1", token, ttl=SHORT_TTL)
+    assert await b.acquire_lease("n2", ttl=SHORT_TTL) is None
 
 
 # -- presence, node ids, values -----------------------------------------------------------------
@@ -169,9 +185,9 @@ async def test_heartbeat_and_live_nodes(make_broker: MakeBroker) -> None:
     a, b = await make_broker(), await make_broker()
     assert await a.live_nodes() == []
     await a.heartbeat("n1", ttl=5)
-    await b.heartbeat("n2", ttl=0.3)
+    await b.heartbeat("n2", ttl=SHORT_TTL)
     assert await b.live_nodes() == ["n1", "n2"]
-    await asyncio.sleep(0.45)
+    await asyncio.sleep(PAST_TTL)
     assert await a.live_nodes() == ["n1"]
     await b.heartbeat("n2", ttl=5)
     assert await a.live_nodes() == ["n1", "n2"]
@@ -185,20 +201,20 @@ async def test_node_ids_never_collide(make_broker: MakeBroker) -> None:
     assert None not in ids and len(ids) == 20
     assert all(0 <= i < 1024 for i in ids if i is not None)
     assert await b.claim_node_id("owner0", ttl=5, wanted=7) in (7, None)
-    assert await a.claim_node_id("x", ttl=0.3, wanted=900) == 900
+    assert await a.claim_node_id("x", ttl=SHORT_TTL, wanted=900) == 900
     assert await b.claim_node_id("y", ttl=5, wanted=900) is None
-    assert await a.claim_node_id("x", ttl=0.3, wanted=900) == 900  # renewal
-    await asyncio.sleep(0.45)
+    assert await a.claim_node_id("x", ttl=SHORT_TTL, wanted=900) == 900  # renewal
+    await asyncio.sleep(PAST_TTL)
     assert await b.claim_node_id("y", ttl=5, wanted=900) == 900
 
 
 async def test_shared_values(make_broker: MakeBroker) -> None:
     a, b = await make_broker(), await make_broker()
     assert await a.get("status") is None
-    await a.put("status", b'{"x":1}', ttl=0.3)
+    await a.put("status", b'{"x":1}', ttl=SHORT_TTL)
     assert await b.get("status") == b'{"x":1}'
     await b.put("status", b"2", ttl=5)
     assert await a.get("status") == b"2"
-    await a.put("short", b"1", ttl=0.2)
-    await asyncio.sleep(0.35)
+    await a.put("short", b"1", ttl=SHORT_TTL)
+    await asyncio.sleep(PAST_TTL)
     assert await a.get("short") is None

@@ -15,6 +15,7 @@ from .conftest import MakeBroker
 SHORT_TTL = 1.0
 PAST_TTL = SHORT_TTL + 0.1
 
+
 class Inbox:
     def __init__(self) -> None:
         self.got: list[bytes] = []

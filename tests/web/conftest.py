@@ -6,10 +6,12 @@
   Chromium skips these tests (run `bash scripts/browser-deps.sh`).
 * `make_server(**settings)`: a fresh server (the `Server` of tests/support/servers.py)
   on a free port with its own database; stopped at teardown.
-* `new_page(viewport=...)`: a page in a fresh browser context (its own storage,
-  so two pages are two people). Console errors, page errors and dialogs are
-  recorded; a test fails at teardown if any page had a page error, a
-  Content-Security-Policy violation, or an unexpected console error.
+* `new_page(viewport=..., locale=...)`: a page in a fresh browser context (its own
+  storage, so two pages are two people), in English (en-US) unless `locale` says
+  otherwise (it sets navigator.languages and Accept-Language). Console errors,
+  page errors and dialogs are recorded; a test fails at teardown if any page had
+  a page error, a Content-Security-Policy violation, or an unexpected console
+  error (the pages log one for a text missing from a language's catalog).
 
 The tests are plain sync functions (Playwright's sync API). Playwright's sync
 API keeps its own event loop marked as running while it is started, which would
@@ -117,10 +119,12 @@ def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
     contexts: list[Any] = []
     logs: list[PageLog] = []
 
-    def factory(name: str = "page", viewport: tuple[int, int] = (1280, 800)) -> Any:
+    def factory(
+        name: str = "page", viewport: tuple[int, int] = (1280, 800), locale: str = "en-US"
+    ) -> Any:
         context = browser.new_context(
             viewport={"width": viewport[0], "height": viewport[1]},
-            locale="en-US",
+            locale=locale,
             timezone_id="UTC",
         )
         context.set_default_timeout(10_000)

@@ -4,8 +4,9 @@
  *   <script src="https://kefu.example.com/widget.js" data-kefu-token-url="/kefu-token" async></script>
  *
  * Optional: data-kefu-open="true" opens the panel at once; data-kefu-title="..."
- * names the panel. It loads the widget's ES module and stylesheet from the
- * same server as this script and talks to that server's WebSocket.
+ * names the panel; data-kefu-lang="zh-CN" or "en" picks the language (else the
+ * browser's). It loads the widget's ES modules and stylesheets from the same
+ * server as this script and talks to that server's WebSocket.
  */
 (function () {
   "use strict";
@@ -23,6 +24,7 @@
     tokenUrl: script.getAttribute("data-kefu-token-url") || "",
     open: script.getAttribute("data-kefu-open") === "true",
     title: script.getAttribute("data-kefu-title") || "",
+    lang: script.getAttribute("data-kefu-lang") || "",
   };
   import(new URL("static/js/widget.js", base).href)
     .then(function (mod) {

@@ -62,6 +62,7 @@ const ICONS = {
   alert: ["M12 3l10 18H2z", "M12 10v4", "M12 17.5h.01"],
   users: ["M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8z", "M2 21a7 7 0 0 1 14 0", "M16 3.5a4 4 0 0 1 0 7", "M18 14.5a7 7 0 0 1 4 6.5"],
   bell: ["M6 16V11a6 6 0 0 1 12 0v5l2 2H4z", "M10 20a2 2 0 0 0 4 0"],
+  globe: ["M12 3a9 9 0 1 0 0 18 9 9 0 0 0 0-18z", "M3 12h18", "M12 3c2.5 2.5 3.8 5.5 3.8 9s-1.3 6.5-3.8 9c-2.5-2.5-3.8-5.5-3.8-9s1.3-6.5 3.8-9z"],
 };
 
 export function icon(name, cls = "icon") {
@@ -128,28 +129,9 @@ function hue(seed) {
   return n % 8;
 }
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-const dayFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
-
 export function parseDate(value) {
   const d = value ? new Date(value) : new Date();
   return Number.isNaN(d.getTime()) ? new Date() : d;
-}
-
-export function timeLabel(date) {
-  return timeFmt.format(date);
-}
-
-export function fullLabel(date) {
-  return fullFmt.format(date);
-}
-
-/** "10:42" today, "Nov 3, 10:42" otherwise. */
-export function shortStamp(date) {
-  const now = new Date();
-  if (date.toDateString() === now.toDateString()) return timeFmt.format(date);
-  return `${dayFmt.format(date)}, ${timeFmt.format(date)}`;
 }
 
 /** "0:42", "12:05", "1:02:05" */

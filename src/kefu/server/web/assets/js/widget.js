@@ -1,36 +1,29 @@
 // The visitor widget: a floating button that opens a chat panel (loaded by /widget.js).
 //
 // It lives in a shadow root, so the host page's CSS does not reach it and its
-// CSS does not leak out. Message order and de-duplication go by message id;
-// messages written while waiting in the queue or offline stay in the socket's
-// outbox and are sent (once, thanks to their op_id) as soon as an agent is there.
+// CSS does not leak out; its stylesheets and modules come from the kefu server
+// that served /widget.js. Messages written while waiting in the queue or offline
+// stay in the socket's outbox and are sent (once, thanks to their op_id) as soon
+// as an agent is there.
 
-import {
-  append,
-  appendText,
-  avatar,
-  clear,
-  compareIds,
-  displayName,
-  fullLabel,
-  h,
-  icon,
-  maxId,
-  newOpId,
-  parseDate,
-  safeHttpUrl,
-  timeLabel,
-} from "./dom.js";
+import { append, avatar, clear, displayName, h, icon, maxId, newOpId } from "./dom.js";
+import { Composer } from "./composer.js";
+import { I18n, chooseLanguage } from "./i18n.js";
+import { MessageLog } from "./message-log.js";
 import { KefuSocket, wsUrl } from "./socket.js";
+import { TypingIndicator, TypingSignal } from "./typing.js";
 
-const TYPING_SEND_EVERY = 3000;
-const TYPING_IDLE = 4000;
-const TYPING_SHOW_FOR = 7000;
 const RESUME_WAIT = 3000;
+const STYLESHEETS = ["static/css/base.css", "static/css/message.css", "static/css/widget.css"];
 
+/**
+ * @param {object} options  from the script tag (see /widget.js): base, token,
+ *   tokenUrl, open, title, lang
+ */
 export function mount(options) {
   if (window.Kefu && window.Kefu.widget) return window.Kefu.widget;
-  const widget = new Widget(options);
+  const i18n = new I18n(chooseLanguage(options.lang));
+  const widget = new Widget(options, i18n);
   widget.start();
   window.Kefu = {
     widget,
@@ -42,8 +35,10 @@ export function mount(options) {
 }
 
 class Widget {
-  constructor(options) {
+  constructor(options, i18n) {
     this.o = options;
+    this.i18n = i18n;
+    this.t = i18n.t;
     this.me = null;
     this.waiter = null;
     this.phase = "idle"; // idle | queued | chatting | ended
@@ -52,37 +47,39 @@ class Widget {
     this.lastId = null; // newest message id we have (resume)
     this.newestIncoming = null;
     this.lastReadSent = null;
-    this.rows = new Map(); // message id -> row
-    this.pendingRows = new Map(); // op_id -> row
     this.rateState = "none"; // none | asked | offered | sending | done
     this.rateOp = null;
     this.wantConnect = false;
-    this.typingSentAt = 0;
-    this.typingOn = false;
-    this.seenRow = null;
     this.build();
   }
 
   // ------------------------------------------------------------------ building
 
   build() {
+    const t = this.t;
     const host = h("div", { id: "kefu-widget", "data-kefu": "widget" });
     const root = host.attachShadow({ mode: "open" });
-    const css = h("link", { rel: "stylesheet", href: new URL("static/css/widget.css", this.o.base).href });
-    this.frame = h("div", { class: "kefu", hidden: true });
-    css.addEventListener("load", () => (this.frame.hidden = false), { once: true });
-    css.addEventListener("error", () => (this.frame.hidden = false), { once: true });
-    root.append(css, this.frame);
-    this.root = root;
+    this.frame = h("div", { class: "kefu", lang: this.i18n.lang, hidden: true });
+    // Shown once every stylesheet has loaded (or failed): no flash of an unstyled panel.
+    const links = STYLESHEETS.map((path) => h("link", { rel: "stylesheet", href: new URL(path, this.o.base).href }));
+    let waiting = links.length;
+    const done = () => {
+      waiting -= 1;
+      if (waiting === 0) this.frame.hidden = false;
+    };
+    for (const link of links) {
+      link.addEventListener("load", done, { once: true });
+      link.addEventListener("error", done, { once: true });
+    }
+    root.append(...links, this.frame);
 
-    const title = this.o.title || "Chat with us";
     this.badge = h("span", { class: "badge", hidden: true, "aria-hidden": "true" });
     this.launcher = h(
       "button",
       {
         type: "button",
         class: "launcher",
-        "aria-label": "Open chat",
+        "aria-label": t("widget.open"),
         "aria-expanded": "false",
         "aria-controls": "kefu-panel",
         onclick: () => this.setOpen(!this.isOpen),
@@ -93,87 +90,40 @@ class Widget {
     );
 
     this.headAvatar = h("span", { class: "head-avatar" }, icon("chat", "icon"));
-    this.title = h("h2", { class: "title", id: "kefu-title", text: title });
-    this.subtitle = h("p", { class: "subtitle", role: "status", text: "Connecting…" });
-    this.endButton = h("button", {
-      type: "button",
-      class: "end",
-      text: "End chat",
-      hidden: true,
-      onclick: () => this.endChat(),
-    });
+    this.title = h("h2", { class: "title", id: "kefu-title", text: this.defaultTitle() });
+    this.subtitle = h("p", { class: "subtitle", role: "status", text: t("widget.connecting") });
+    this.endButton = h("button", { type: "button", class: "end", text: t("widget.end"), hidden: true, onclick: () => this.endChat() });
     const minimize = h(
       "button",
-      { type: "button", class: "icon-btn", "aria-label": "Minimize chat", title: "Minimize", onclick: () => this.setOpen(false, true) },
+      { type: "button", class: "icon-btn", "aria-label": t("widget.minimize"), title: t("widget.minimize_title"), onclick: () => this.setOpen(false, true) },
       icon("minimize"),
     );
-    const head = h(
-      "header",
-      { class: "head" },
-      this.headAvatar,
-      h("div", { class: "head-text" }, this.title, this.subtitle),
-      this.endButton,
-      minimize,
-    );
+    const head = h("header", { class: "head" }, this.headAvatar, h("div", { class: "head-text" }, this.title, this.subtitle), this.endButton, minimize);
 
-    this.log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0" });
-    this.typing = h(
-      "div",
-      { class: "typing", hidden: true, "aria-live": "polite" },
-      h("span", { class: "dots", "aria-hidden": "true" }, h("i"), h("i"), h("i")),
-      h("span", { class: "typing-text" }),
-    );
+    this.log = new MessageLog(this.i18n, {
+      attrs: { role: "log", "aria-live": "polite", "aria-label": t("widget.messages") },
+      waitingText: t("msg.waiting_agent"),
+    });
+    this.typing = new TypingIndicator(this.i18n);
+    this.typingSignal = new TypingSignal((on) => this.phase === "chatting" && this.socket.send({ type: "typing", payload: { typing: on } }));
     this.stage = h("div", { class: "stage" }); // queue place, chat ended, rating
-
-    this.input = h("textarea", {
-      class: "input",
-      rows: "1",
-      placeholder: "Write a message…",
-      "aria-label": "Message",
-      maxlength: "4096",
-      onkeydown: (e) => {
-        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-          e.preventDefault();
-          this.sendText();
-        }
+    this.composer = new Composer(this.i18n, {
+      placeholder: t("widget.placeholder"),
+      label: t("widget.input_label"),
+      sendLabel: t("widget.send"),
+      sendTitle: t("widget.send_title"),
+      maxHeight: 120,
+      onText: (text) => {
+        if (this.phase === "idle" || this.phase === "ended") this.startChat();
+        this.typingSignal.stop();
+        this.sendMessage("message_text", { text });
       },
-      oninput: () => {
-        this.autosize();
-        this.typingInput();
+      onImage: (url) => {
+        if (this.phase === "idle" || this.phase === "ended") this.startChat();
+        this.sendMessage("message_image", { image: url });
       },
+      onInput: () => this.phase === "chatting" && this.typingSignal.input(),
     });
-    this.imageToggle = h(
-      "button",
-      { type: "button", class: "icon-btn", "aria-label": "Send an image link", title: "Send an image link", "aria-expanded": "false", onclick: () => this.toggleImageForm() },
-      icon("image"),
-    );
-    const sendBtn = h("button", { type: "submit", class: "send", "aria-label": "Send message", title: "Send" }, icon("send"));
-    this.composer = h(
-      "form",
-      { class: "composer", onsubmit: (e) => (e.preventDefault(), this.sendText()) },
-      this.imageToggle,
-      this.input,
-      sendBtn,
-    );
-    this.imageInput = h("input", {
-      type: "url",
-      class: "image-url",
-      placeholder: "https://example.com/photo.jpg",
-      "aria-label": "Image URL",
-      onkeydown: (e) => {
-        if (e.key === "Escape") {
-          e.stopPropagation();
-          this.toggleImageForm(false);
-        }
-      },
-    });
-    this.imageError = h("p", { class: "form-error", role: "alert", hidden: true });
-    this.imageForm = h(
-      "form",
-      { class: "image-form", hidden: true, onsubmit: (e) => (e.preventDefault(), this.sendImage()) },
-      h("div", { class: "image-row" }, this.imageInput, h("button", { type: "submit", class: "btn small", text: "Send image" })),
-      this.imageError,
-    );
 
     this.panel = h(
       "section",
@@ -188,16 +138,19 @@ class Widget {
         },
       },
       head,
-      this.log,
-      this.typing,
+      this.log.element,
+      this.typing.element,
       this.stage,
-      this.imageForm,
-      this.composer,
-      h("p", { class: "brand", text: "Powered by kefu" }),
+      this.composer.elements,
+      h("p", { class: "brand", text: t("widget.powered") }),
     );
     append(this.frame, [this.panel, this.launcher]);
     document.body.append(host);
     this.updateComposer();
+  }
+
+  defaultTitle() {
+    return this.o.title || this.t("widget.default_title");
   }
 
   start() {
@@ -237,9 +190,9 @@ class Widget {
       this.unread = 0;
       this.updateBadge();
       if (this.phase === "idle") this.startChat();
-      this.scrollDown(true);
+      this.log.scrollToEnd();
       this.markRead();
-      queueMicrotask(() => (this.input.disabled ? this.panel.querySelector("button, [tabindex]") : this.input)?.focus());
+      queueMicrotask(() => (this.composer.input.disabled ? this.panel.querySelector("button, [tabindex]") : this.composer.input)?.focus());
     } else {
       this.updateBadge();
       if (focusLauncher) this.launcher.focus();
@@ -250,10 +203,8 @@ class Widget {
     const n = this.isOpen ? 0 : this.unread;
     this.badge.hidden = n === 0;
     this.badge.textContent = n > 9 ? "9+" : String(n);
-    this.launcher.setAttribute(
-      "aria-label",
-      this.isOpen ? "Close chat" : n ? `Open chat, ${n} unread message${n === 1 ? "" : "s"}` : "Open chat",
-    );
+    const label = this.isOpen ? this.t("widget.close") : n ? this.t("widget.open_unread", { n }) : this.t("widget.open");
+    this.launcher.setAttribute("aria-label", label);
   }
 
   // ------------------------------------------------------------------ socket events
@@ -261,13 +212,10 @@ class Widget {
   onSocketState(state, info) {
     this.connState = state;
     if (state === "open") {
-      if (!info.resumed) this.socket.send({ type: "get_history", payload: { limit: 100 } });
-      else {
-        this.socket.send({ type: "get_history", payload: { limit: 100 } });
-        if (this.phase === "queued" || this.phase === "chatting") {
-          clearTimeout(this.resumeTimer);
-          this.resumeTimer = setTimeout(() => this.lostWhileAway(), RESUME_WAIT);
-        }
+      this.socket.send({ type: "get_history", payload: { limit: 100 } });
+      if (info.resumed && (this.phase === "queued" || this.phase === "chatting")) {
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = setTimeout(() => this.lostWhileAway(), RESUME_WAIT);
       }
       if (this.wantConnect || (this.isOpen && this.phase === "idle")) this.startChat();
     } else if (state === "stopped") {
@@ -278,16 +226,17 @@ class Widget {
   }
 
   stopped(info) {
+    const t = this.t;
     const reason = info.reason;
     if (reason === "ended") {
-      if (this.phase === "queued" || this.phase === "chatting") this.toEnded("The chat was closed.");
+      if (this.phase === "queued" || this.phase === "chatting") this.toEnded(t("widget.closed"));
       return;
     }
     const text = {
-      "auth-failed": "We could not sign you in to the chat. Please reload the page.",
-      "no-token": "The chat is not set up on this page (no token).",
-      refused: "The chat server refused the connection.",
-      kickout: "The chat was opened somewhere else.",
+      "auth-failed": t("widget.auth_failed"),
+      "no-token": t("widget.no_token"),
+      refused: t("widget.refused"),
+      kickout: t("widget.kickout"),
     }[reason];
     if (text) this.showStage(this.stageCard("alert", text));
   }
@@ -321,10 +270,10 @@ class Widget {
         this.showTyping(Boolean(f.payload && f.payload.typing));
         break;
       case "read":
-        if (f.payload && f.payload.id) this.markSeen(f.payload.id);
+        if (f.payload && f.payload.id) this.log.markSeen(f.payload.id);
         break;
       case "disconnected":
-        this.toEnded("The chat has ended.");
+        this.toEnded(this.t("widget.ended_notice"));
         break;
       case "rate":
         this.askRating(true);
@@ -333,10 +282,11 @@ class Widget {
         this.rated(f.payload && f.payload.rate);
         break;
       case "idle":
-        this.notice(f.payload && f.payload.message ? String(f.payload.message) : "Are you still there?");
+        // The server's words are English only; ours say the same in the page's language.
+        this.log.notice(this.t("widget.idle"));
         break;
       case "not_connect":
-        this.failed(f.op_id, "Not sent: no agent is connected.");
+        this.failed(f.op_id, this.t("msg.not_sent_no_agent"));
         break;
       case "error":
         this.onError(f);
@@ -352,7 +302,7 @@ class Widget {
   }
 
   lostWhileAway() {
-    if (this.phase === "queued" || this.phase === "chatting") this.toEnded("Your chat ended while you were offline.");
+    if (this.phase === "queued" || this.phase === "chatting") this.toEnded(this.t("widget.ended_offline"));
   }
 
   onError(f) {
@@ -366,8 +316,8 @@ class Widget {
       }
       return;
     }
-    if (f.op_id && this.pendingRows.has(f.op_id)) {
-      this.failed(f.op_id, p.message ? `Not sent: ${p.message}` : "Not sent.");
+    if (f.op_id && this.log.pending.has(f.op_id)) {
+      this.failed(f.op_id, p.message ? this.t("msg.not_sent_reason", { reason: p.message }) : this.t("msg.not_sent_plain"));
       return;
     }
     if (p.status !== 999999) console.warn("kefu:", p.message || f);
@@ -378,7 +328,7 @@ class Widget {
   setPhase(phase) {
     this.phase = phase;
     this.endButton.hidden = !(phase === "queued" || phase === "chatting");
-    this.endButton.textContent = phase === "queued" ? "Leave queue" : "End chat";
+    this.endButton.textContent = phase === "queued" ? this.t("widget.leave_queue") : this.t("widget.end");
     this.updateSubtitle();
     this.updateComposer();
   }
@@ -390,17 +340,18 @@ class Widget {
       return;
     }
     if (!this.socket.isOpen) {
-      this.showStage(this.stageCard("clock", "Connecting you to our team…"));
+      this.showStage(this.stageCard("clock", this.t("widget.connecting_team")));
       return;
     }
     this.wantConnect = false;
     if (this.phase === "idle" || this.phase === "ended") {
       this.rateState = "none";
       this.socket.send({ type: "connect" });
-      this.showStage(this.stageCard("clock", "Finding someone to help you…"));
+      this.showStage(this.stageCard("clock", this.t("widget.finding")));
     }
   }
 
+  /** `location` is 0-based: the number of people ahead. */
   showQueue(location) {
     const place = location + 1;
     const card = h(
@@ -410,8 +361,8 @@ class Widget {
       h(
         "div",
         {},
-        h("p", { class: "card-title", text: `You are number ${place} in line` }),
-        h("p", { class: "card-text", text: "Someone from our team will be with you shortly. You can already write your question." }),
+        h("p", { class: "card-title", text: this.t("widget.queue_place", { n: location, place }) }),
+        h("p", { class: "card-text", text: this.t("widget.queue_text") }),
       ),
     );
     this.showStage(card);
@@ -426,7 +377,8 @@ class Widget {
     this.rateState = "none";
     this.setHeader(profile);
     if (!wasChatting || !before || before.id !== profile.id) {
-      this.notice(`You are now chatting with ${displayName(profile) || "an agent"}.`);
+      const name = displayName(profile);
+      this.log.notice(name ? this.t("widget.chatting_with", { name }) : this.t("widget.chatting_anon"));
     }
     this.socket.flush();
   }
@@ -438,7 +390,7 @@ class Widget {
       this.title.textContent = displayName(profile);
     } else {
       this.headAvatar.append(icon("chat", "icon"));
-      this.title.textContent = this.o.title || "Chat with us";
+      this.title.textContent = this.defaultTitle();
     }
     this.updateSubtitle();
   }
@@ -449,20 +401,20 @@ class Widget {
     const hadWaiter = this.phase === "chatting";
     this.showTyping(false);
     this.setPhase("ended");
-    if (wasActive) this.notice(text);
-    for (const [opId, row] of this.pendingRows) {
-      if (row.dataset.state === "waiting") this.failed(opId, "Not sent: the chat has ended.");
+    if (wasActive) this.log.notice(text);
+    for (const opId of this.log.pendingOps()) {
+      if (this.log.isHeld(opId)) this.failed(opId, this.t("msg.not_sent_ended"));
     }
     this.showEnded(hadWaiter);
   }
 
   showEnded(offerRating) {
-    const again = h("button", { type: "button", class: "btn", text: "Start a new chat", onclick: () => this.startChat() });
+    const again = h("button", { type: "button", class: "btn", text: this.t("widget.start_new"), onclick: () => this.startChat() });
     const card = h(
       "div",
       { class: "card ended" },
-      h("p", { class: "card-title", text: "This chat has ended" }),
-      h("p", { class: "card-text", text: "Need anything else? We are happy to help." }),
+      h("p", { class: "card-title", text: this.t("widget.ended_title") }),
+      h("p", { class: "card-text", text: this.t("widget.ended_text") }),
       again,
     );
     this.showStage(card);
@@ -471,20 +423,20 @@ class Widget {
 
   endChat() {
     if (this.phase !== "queued" && this.phase !== "chatting") return;
-    if (!this.socket.send({ type: "disconnect" })) {
-      this.notice("You are offline; try again in a moment.");
-    }
+    if (!this.socket.send({ type: "disconnect" })) this.log.notice(this.t("widget.offline_retry"));
   }
 
   // ------------------------------------------------------------------ rating
 
   askRating(askedByAgent, error) {
+    const t = this.t;
     if (this.rateState === "done" || this.rateState === "sending") return;
     this.rateState = askedByAgent ? "asked" : "offered";
-    const who = displayName(this.waiter);
-    const question = askedByAgent
-      ? `${who || "Your agent"} would like to know: how was this chat?`
-      : `How was your chat${who ? ` with ${who}` : ""}?`;
+    const name = displayName(this.waiter);
+    let question;
+    if (askedByAgent) question = name ? t("widget.rate_asked", { name }) : t("widget.rate_asked_anon");
+    else question = name ? t("widget.rate_offer_named", { name }) : t("widget.rate_offer");
+    const titles = [t("widget.star_1"), t("widget.star_2"), t("widget.star_3"), t("widget.star_4"), t("widget.star_5")];
     const stars = [];
     const light = (n) => stars.forEach((s, i) => s.classList.toggle("lit", i < n));
     for (let n = 1; n <= 5; n++) {
@@ -493,8 +445,8 @@ class Widget {
         {
           type: "button",
           class: "star",
-          "aria-label": `${n} star${n === 1 ? "" : "s"}`,
-          title: ["Bad", "Poor", "Okay", "Good", "Great"][n - 1],
+          "aria-label": t("widget.stars", { n }),
+          title: titles[n - 1],
           onmouseenter: () => light(n),
           onfocus: () => light(n),
           onmouseleave: () => light(0),
@@ -507,7 +459,7 @@ class Widget {
     }
     const card = h(
       "div",
-      { class: "card rating", role: "group", "aria-label": "Rate this chat" },
+      { class: "card rating", role: "group", "aria-label": t("widget.rate_group") },
       h("p", { class: "card-title", text: question }),
       h("div", { class: "stars" }, stars),
       error ? h("p", { class: "form-error", role: "alert", text: error }) : null,
@@ -526,12 +478,10 @@ class Widget {
     this.rateOp = newOpId();
     if (!this.socket.send({ type: "rate", op_id: this.rateOp, payload: { rate: n } })) {
       this.rateState = "offered";
-      this.askRating(false, "You are offline; try again in a moment.");
+      this.askRating(false, this.t("widget.offline_retry"));
       return;
     }
-    if (this.ratingCard) {
-      this.ratingCard.querySelectorAll("button").forEach((b) => (b.disabled = true));
-    }
+    if (this.ratingCard) this.ratingCard.querySelectorAll("button").forEach((b) => (b.disabled = true));
   }
 
   rated(rate) {
@@ -539,8 +489,7 @@ class Widget {
     this.rateOp = null;
     if (this.ratingCard) this.ratingCard.remove();
     this.ratingCard = null;
-    const text = rate ? `Thank you! You rated this chat ${rate} out of 5.` : "Thank you for your feedback!";
-    this.notice(text);
+    this.log.notice(rate ? this.t("widget.rated", { n: rate }) : this.t("widget.thanks"));
   }
 
   // ------------------------------------------------------------------ stage
@@ -559,11 +508,11 @@ class Widget {
   // ------------------------------------------------------------------ messages
 
   incoming(f) {
-    if (!f.id || this.rows.has(f.id)) return;
+    if (!f.id || this.log.has(f.id)) return;
     this.lastId = maxId(this.lastId, f.id);
     this.newestIncoming = maxId(this.newestIncoming, f.id);
     this.showTyping(false);
-    this.addRow(this.messageRow({ id: f.id, mine: false, type: f.type, payload: f.payload, date: f.date }));
+    this.log.add({ id: f.id, mine: false, type: f.type, payload: f.payload, date: f.date });
     if (!this.isOpen || document.visibilityState !== "visible") {
       this.unread += 1;
       this.updateBadge();
@@ -574,171 +523,27 @@ class Widget {
   acked(f) {
     if (f.id) this.lastId = maxId(this.lastId, f.id);
     this.socket.ack(f.op_id);
-    const row = f.op_id ? this.pendingRows.get(f.op_id) : null;
-    if (row) {
-      this.pendingRows.delete(f.op_id);
-      if (f.id && this.rows.has(f.id)) {
-        row.remove(); // already shown (e.g. from history)
-        return;
-      }
-      this.setRowId(row, f.id, f.date);
-      return;
-    }
-    if (f.id && !this.rows.has(f.id)) {
-      const type = f.type.replace(/_success$/, "");
-      this.addRow(this.messageRow({ id: f.id, mine: true, type, payload: f.payload, date: f.date }));
-    }
+    this.log.acked({ opId: f.op_id, id: f.id, type: f.type.replace(/_success$/, ""), payload: f.payload, date: f.date });
   }
 
   historyEntry(e) {
     if (!e || !e.id) return;
     this.lastId = maxId(this.lastId, e.id);
-    if (this.rows.has(e.id)) return;
+    if (this.log.has(e.id)) return;
     const mine = Boolean(this.me && e.sender && e.sender.id === this.me.id);
     if (!mine) this.newestIncoming = maxId(this.newestIncoming, e.id);
-    this.addRow(this.messageRow({ id: e.id, mine, type: e.type, payload: e.payload, date: e.date }));
-  }
-
-  sendText() {
-    const text = this.input.value;
-    if (!text.trim()) return;
-    if (this.phase === "idle" || this.phase === "ended") this.startChat();
-    this.input.value = "";
-    this.autosize();
-    this.typingStop();
-    this.sendMessage("message_text", { text });
-    this.input.focus();
-  }
-
-  toggleImageForm(show) {
-    const open = show === undefined ? this.imageForm.hidden : show;
-    this.imageForm.hidden = !open;
-    this.imageToggle.setAttribute("aria-expanded", String(open));
-    this.imageError.hidden = true;
-    if (open) this.imageInput.focus();
-    else this.imageToggle.focus();
-  }
-
-  sendImage() {
-    const url = safeHttpUrl(this.imageInput.value.trim());
-    if (!url) {
-      this.imageError.textContent = "Enter a link that starts with http:// or https://";
-      this.imageError.hidden = false;
-      this.imageInput.focus();
-      return;
-    }
-    if (this.phase === "idle" || this.phase === "ended") this.startChat();
-    this.imageInput.value = "";
-    this.toggleImageForm(false);
-    this.sendMessage("message_image", { image: url });
+    this.log.add({ id: e.id, mine, type: e.type, payload: e.payload, date: e.date });
   }
 
   sendMessage(type, payload) {
-    const row = this.messageRow({ id: null, mine: true, type, payload, date: null });
     const opId = this.socket.sendReliable({ type, payload }, () => this.phase === "chatting");
-    row.dataset.op = opId;
-    this.pendingRows.set(opId, row);
-    this.setRowState(row, this.phase === "chatting" && this.socket.isOpen ? "sending" : "waiting");
-    this.addRow(row);
-    this.scrollDown(true);
+    this.log.addPending(opId, type, payload, !(this.phase === "chatting" && this.socket.isOpen));
   }
 
   failed(opId, text) {
-    if (!opId) return;
-    const row = this.pendingRows.get(opId);
-    if (!row) return;
+    if (!opId || !this.log.pending.has(opId)) return;
     this.socket.ack(opId);
-    this.pendingRows.delete(opId);
-    this.setRowState(row, "failed", text);
-  }
-
-  messageRow({ id, mine, type, payload, date }) {
-    const row = h("div", { class: `msg ${mine ? "mine" : "theirs"}` });
-    const bubble = h("div", { class: "bubble" });
-    if (type === "message_image") {
-      const url = safeHttpUrl(payload && payload.image);
-      if (url) {
-        const img = h("img", { src: url, alt: mine ? "Image you sent" : "Image", loading: "lazy", referrerpolicy: "no-referrer" });
-        img.addEventListener("load", () => this.scrollDown(false));
-        img.addEventListener("error", () => img.replaceWith(document.createTextNode(url)), { once: true });
-        bubble.classList.add("image");
-        bubble.append(h("a", { href: url, target: "_blank", rel: "noopener noreferrer", "aria-label": "Open image in a new tab" }, img));
-      } else {
-        bubble.append(String((payload && payload.image) || ""));
-      }
-    } else {
-      appendText(bubble, String((payload && payload.text) || ""));
-    }
-    const time = h("time", { class: "time" });
-    const state = h("span", { class: "state" });
-    row.append(bubble, h("div", { class: "meta" }, time, state));
-    if (id) this.setRowId(row, id, date);
-    return row;
-  }
-
-  setRowId(row, id, date) {
-    row.dataset.id = id;
-    this.rows.set(id, row);
-    const d = parseDate(date);
-    const time = row.querySelector("time");
-    time.dateTime = d.toISOString();
-    time.textContent = timeLabel(d);
-    time.title = fullLabel(d);
-    this.setRowState(row, "sent");
-    if (this.seenId && row.classList.contains("mine") && compareIds(id, this.seenId) <= 0) this.markSeen(this.seenId);
-  }
-
-  setRowState(row, state, text) {
-    row.dataset.state = state;
-    const el = row.querySelector(".state");
-    const label = { sending: "Sending…", waiting: "Waiting for an agent…", failed: text || "Not sent", sent: "" }[state];
-    el.textContent = label || "";
-  }
-
-  /** Insert by id; rows without an id (not yet acked) stay at the bottom. */
-  addRow(row) {
-    const id = row.dataset.id;
-    let after = this.log.lastElementChild;
-    if (id) {
-      while (after) {
-        const other = after.dataset.id;
-        if (after.classList.contains("msg") && !other) {
-          after = after.previousElementSibling;
-          continue;
-        }
-        if (other && compareIds(other, id) > 0) {
-          after = after.previousElementSibling;
-          continue;
-        }
-        break;
-      }
-    }
-    const stick = this.nearBottom();
-    if (after) after.after(row);
-    else this.log.prepend(row);
-    this.scrollDown(stick);
-  }
-
-  notice(text) {
-    const row = h("div", { class: "notice", role: "note" }, h("span", { text }));
-    const stick = this.nearBottom();
-    this.log.append(row);
-    this.scrollDown(stick);
-  }
-
-  markSeen(id) {
-    this.seenId = maxId(this.seenId, id);
-    let last = null;
-    for (const row of this.log.querySelectorAll(".msg.mine[data-id]")) {
-      if (compareIds(row.dataset.id, this.seenId) <= 0) last = row;
-    }
-    if (!last || last === this.seenRow) return;
-    if (this.seenRow) this.seenRow.classList.remove("seen");
-    this.seenRow = last;
-    last.classList.add("seen");
-    const state = last.querySelector(".state");
-    if (last.dataset.state === "sent") state.textContent = "Seen";
-    for (const row of this.log.querySelectorAll(".msg.mine:not(.seen)[data-state='sent'] .state")) row.textContent = "";
+    this.log.failed(opId, text);
   }
 
   markRead() {
@@ -748,68 +553,29 @@ class Widget {
     if (this.socket.send({ type: "read", payload: { id } })) this.lastReadSent = id;
   }
 
-  // ------------------------------------------------------------------ typing
-
-  typingInput() {
-    if (this.phase !== "chatting") return;
-    const now = Date.now();
-    if (!this.typingOn || now - this.typingSentAt > TYPING_SEND_EVERY) {
-      if (this.socket.send({ type: "typing", payload: { typing: true } })) {
-        this.typingOn = true;
-        this.typingSentAt = now;
-      }
-    }
-    clearTimeout(this.typingTimer);
-    this.typingTimer = setTimeout(() => this.typingStop(), TYPING_IDLE);
-  }
-
-  typingStop() {
-    clearTimeout(this.typingTimer);
-    if (!this.typingOn) return;
-    this.typingOn = false;
-    if (this.phase === "chatting") this.socket.send({ type: "typing", payload: { typing: false } });
-  }
-
   showTyping(on) {
-    clearTimeout(this.typingShowTimer);
-    const name = displayName(this.waiter) || "The agent";
-    this.typing.querySelector(".typing-text").textContent = on ? `${name} is typing…` : "";
-    this.typing.hidden = !on;
-    if (on) this.typingShowTimer = setTimeout(() => this.showTyping(false), TYPING_SHOW_FOR);
+    this.typing.show(on, displayName(this.waiter) || this.t("widget.the_agent"));
   }
 
   // ------------------------------------------------------------------ bits
 
   updateSubtitle() {
+    const t = this.t;
     let text;
     const s = this.connState;
-    if (s === "waiting" || (s === "connecting" && this.socket && this.socket.sessions > 0)) text = "Reconnecting…";
-    else if (s === "connecting" || !s) text = "Connecting…";
-    else if (s === "stopped") text = "Offline";
-    else if (this.phase === "chatting") text = "Online now";
-    else if (this.phase === "queued") text = "Waiting for an agent";
-    else text = "We typically reply in a few minutes";
+    if (s === "waiting" || (s === "connecting" && this.socket && this.socket.sessions > 0)) text = t("widget.reconnecting");
+    else if (s === "connecting" || !s) text = t("widget.connecting");
+    else if (s === "stopped") text = t("widget.offline");
+    else if (this.phase === "chatting") text = t("widget.online");
+    else if (this.phase === "queued") text = t("widget.waiting");
+    else text = t("widget.reply_time");
     this.subtitle.textContent = text;
     this.frame.classList.toggle("is-offline", s === "waiting" || s === "stopped");
   }
 
   updateComposer() {
     const usable = this.phase === "chatting" || this.phase === "queued" || this.phase === "idle";
-    this.input.placeholder = this.phase === "queued" ? "Write your question while you wait…" : "Write a message…";
-    this.composer.classList.toggle("muted", !usable);
-  }
-
-  autosize() {
-    this.input.style.height = "auto";
-    this.input.style.height = `${Math.min(this.input.scrollHeight, 120)}px`;
-  }
-
-  nearBottom() {
-    const log = this.log;
-    return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  }
-
-  scrollDown(force) {
-    if (force) this.log.scrollTop = this.log.scrollHeight;
+    this.composer.setPlaceholder(this.phase === "queued" ? this.t("widget.placeholder_queued") : this.t("widget.placeholder"));
+    this.composer.form.classList.toggle("muted", !usable);
   }
 }

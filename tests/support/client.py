@@ -30,6 +30,9 @@ DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+(Z|\+00:00)")
 ID_RE = re.compile(r"\d+")
 PROFILE_KEYS = ("id", "username", "nickname", "avatar")
 
+# A frame type the server does not know: `Client.sync` sends it as a barrier.
+BARRIER_TYPE = "kefu_test_barrier"
+
 # Message ids are fixed-width: the first one seen fixes the width for the run.
 _id_width: list[int] = []
 
@@ -164,7 +167,7 @@ class Client:
                 f"for a frame; recent traffic:\n    {self._history()}"
             ) from None
         assert isinstance(raw, str), f"[{self.label}] binary frame from server: {raw!r}"
-        frame = json.loads(raw)
+        frame: dict[str, Any] = json.loads(raw)
         self.log.append(("recv", frame))
         self._check_envelope(frame)
         return frame
@@ -235,26 +238,62 @@ class Client:
             assert frame.get("op_id") == op_id, f"[{self.label}] op_id not echoed: {frame!r}"
         return frame
 
+    async def sync(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Send a barrier, read up to its answer; returns the frames that came before it.
+
+        The barrier is a frame of a type the server does not know, answered
+        at once with `error` 100000 echoing its op_id. The server handles a
+        socket's frames in order and sends a socket's frames in order, so the
+        answer comes after everything the server had sent this socket before
+        it read the barrier, and after the effects of every frame this socket
+        sent before it (a history read or replay in progress included). The
+        barrier is a frame like any other: it counts as activity and against
+        the rate limit.
+        """
+        op = f"barrier-{uuid.uuid4()}"
+        await self.send({"type": BARRIER_TYPE, "op_id": op})
+        before: list[dict[str, Any]] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = max(0.01, deadline - asyncio.get_running_loop().time())
+            frame = await self.recv(left)
+            if frame["type"] == "error" and frame.get("op_id") == op:
+                assert frame["payload"]["status"] == 100000, frame
+                return before
+            before.append(frame)
+
     async def expect_nothing(self, within: float = 0.3) -> None:
+        """No frame arrives within `within` s, nor before the answer to a barrier (`sync`).
+
+        The barrier makes the check complete for everything the server had
+        sent this socket by then, however slow the machine; the window is for
+        effects that reach it later (through the store, or another node).
+        """
         try:
             raw = await asyncio.wait_for(self.ws.recv(), within)
         except TimeoutError:
-            return
+            raw = None
         except ConnectionClosed as exc:
             raise AssertionError(
                 f"[{self.label}] socket closed (code {close_code(exc)}), expected it to stay "
                 "open and quiet"
             ) from None
-        raise AssertionError(f"[{self.label}] expected no frame within {within}s, got {raw!r}")
+        if raw is not None:
+            raise AssertionError(f"[{self.label}] expected no frame within {within}s, got {raw!r}")
+        before = await self.sync()
+        assert not before, f"[{self.label}] expected no frame, got {before!r}"
 
     async def drain(self, allowed: tuple[str, ...], within: float = 0.3) -> list[dict[str, Any]]:
-        """Read frames until none arrives for `within` s; each must have a type in `allowed`."""
-        frames = []
+        """Frames until none arrives for `within` s and up to a barrier's answer (`sync`).
+
+        Each must have a type in `allowed`.
+        """
+        frames: list[dict[str, Any]] = []
         while True:
             try:
                 raw = await asyncio.wait_for(self.ws.recv(), within)
             except TimeoutError:
-                return frames
+                break
             except ConnectionClosed as exc:
                 raise AssertionError(
                     f"[{self.label}] socket closed (code {close_code(exc)}) while draining"
@@ -262,10 +301,13 @@ class Client:
             frame = json.loads(raw)
             self.log.append(("recv", frame))
             self._check_envelope(frame)
+            frames.append(frame)
+        frames += await self.sync()
+        for frame in frames:
             assert frame["type"] in allowed, (
                 f"[{self.label}] only {allowed} expected here, got {frame!r}"
             )
-            frames.append(frame)
+        return frames
 
     async def expect_closed(self, code: int | None = None, timeout: float = 5.0) -> int | None:
         """The socket must close (with `code`, if given) before any further frame arrives."""

@@ -170,15 +170,22 @@ class Gate:
         self.entered = threading.Semaphore(0)
         self._open = threading.Event()
         self.threads: set[str] = set()
+        self.hashes: list[str | None] = []
 
     def __call__(self, password_hash: str | None, password: str) -> bool:
         self.threads.add(threading.current_thread().name)
+        self.hashes.append(password_hash)
         self.entered.release()
         self._open.wait(30)
         return password == "right"
 
     async def wait_entered(self) -> None:
-        assert await asyncio.to_thread(self.entered.acquire, True, 30), "no check started"
+        """Until one more check is running (polled: the default executor may be the one held)."""
+        for _ in range(1000):
+            if self.entered.acquire(blocking=False):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("no check started within 10 s")
 
     def open(self) -> None:
         self._open.set()
@@ -214,6 +221,7 @@ async def test_password_threads_are_not_the_default_executor(gate: Gate) -> None
         gate.open()
         assert await asyncio.gather(*checks) == [True, True]
     finally:
+        gate.open()
         checker.close()
         default.shutdown(wait=False)
 
@@ -227,7 +235,7 @@ async def test_the_pool_refuses_beyond_its_queue(gate: Gate) -> None:
         await asyncio.sleep(0)
         assert checker.in_flight == 2
         with pytest.raises(PasswordsBusy):
-            await checker.check("h", "right")
+            await asyncio.wait_for(checker.check("h", "right"), 10)
         gate.open()
         assert await running is True and await waiting is False
         await settled(lambda: checker.in_flight == 0)
@@ -323,6 +331,13 @@ async def test_route_signs_in_and_refuses(tmp_path: Path, gate: Gate) -> None:
             resp = await http.post("/v1/auth/login", json=creds)
             assert resp.status_code == 401, resp.text
             assert resp.json()["message"] == "wrong username or password"
+        # no account, or no password: checked all the same, against the dummy hash
+        assert gate.hashes == [
+            "alice-hash",
+            "alice-hash",
+            passwords.dummy_hash(),
+            passwords.dummy_hash(),
+        ]
         bad_length = await http.post(
             "/v1/auth/login",
             content=b"{}",

@@ -297,8 +297,69 @@ async def test_read_receipts_are_forwarded(server: Server) -> None:
     assert got["payload"]["id"] == b["id"]
 
 
-async def test_typing_outside_a_conversation_goes_nowhere(server: Server) -> None:
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "typing", "payload": {"typing": True}},
+        {"type": "read", "payload": {"id": "00000000000000000001"}},
+    ],
+    ids=["typing", "read"],
+)
+@pytest.mark.parametrize("state", ["never connected", "queued", "after disconnect"])
+async def test_user_typing_or_read_outside_a_conversation_gets_not_connect(
+    server: Server, frame: dict[str, object], state: str
+) -> None:
+    waiter = await server.waiter(ready=state != "queued")
     user = await server.user()
-    waiter = await server.waiter()
-    await user.send({"type": "typing", "payload": {"typing": True}})
-    await waiter.expect_nothing()
+    if state == "queued":  # the only waiter is not ready
+        await user.send({"type": "connect"})
+        await user.expect("connect_queue", payload={"location": 0})
+    elif state == "after disconnect":
+        await pair(user, waiter)
+        await user.send({"type": "disconnect"})
+        await user.expect("disconnected", from_=waiter.uuid)
+        await waiter.expect("disconnected", from_=user.uuid)
+    op = new_op_id()
+    await user.send({**frame, "op_id": op})
+    await user.expect("not_connect", op_id=op)
+    await waiter.expect_nothing()  # the user's frame was handled: nothing went to the waiter
+    await user.send({"type": "get_history"})  # the socket is open and answered
+    await user.expect("message_history")
+
+
+@pytest.mark.parametrize("kind", ["typing", "read"])
+@pytest.mark.parametrize("whose", ["stranger", "other-waiters-user", "left"])
+async def test_waiter_typing_or_read_to_someone_not_its_user_is_100002(
+    server: Server, kind: str, whose: str
+) -> None:
+    user, waiter = await _pair(server)
+    other_waiter = await server.waiter()
+    other_user = await server.user()
+    await pair(other_user, other_waiter)
+    target = {"stranger": str(uuid.uuid4()), "other-waiters-user": other_user.uuid}.get(whose)
+    if whose == "left":  # was its user: the conversation is over
+        await user.send({"type": "disconnect"})
+        await user.expect("disconnected", from_=waiter.uuid)
+        await waiter.expect("disconnected", from_=user.uuid)
+        target = user.uuid
+    payload = {"typing": True} if kind == "typing" else {"id": "00000000000000000001"}
+    op = new_op_id()
+    await waiter.send({"type": kind, "op_id": op, "to": target, "payload": payload})
+    await waiter.expect_error(100002, op_id=op)
+    await other_user.expect_nothing()
+    await user.expect_nothing()
+    # the waiter's socket is fine: its other conversation goes on
+    if whose != "left":
+        await waiter.send({"type": kind, "to": user.uuid, "payload": payload})
+        got = await user.expect(kind, from_=waiter.uuid)
+        assert got["payload"] == payload
+
+
+@pytest.mark.parametrize("kind", ["typing", "read"])
+async def test_waiter_typing_or_read_without_to_is_100000(server: Server, kind: str) -> None:
+    user, waiter = await _pair(server)
+    payload = {"typing": True} if kind == "typing" else {"id": "00000000000000000001"}
+    op = new_op_id()
+    await waiter.send({"type": kind, "op_id": op, "payload": payload})
+    await waiter.expect_error(100000, op_id=op)
+    await user.expect_nothing()

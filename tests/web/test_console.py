@@ -74,7 +74,8 @@ def test_login_endpoint(make_server):
                 "data": None,
             }
 
-        bad = http.post("/v1/auth/login", content=b"not json")
+        json_type = {"Content-Type": "application/json"}
+        bad = http.post("/v1/auth/login", content=b"not json", headers=json_type)
         assert bad.status_code == 400 and bad.json()["message"] == "the body must be JSON"
         missing = http.post("/v1/auth/login", json={"username": "alice"})
         assert missing.status_code == 400

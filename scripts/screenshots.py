@@ -1,12 +1,16 @@
 """Take the screenshots in docs/screenshots/ from the real pages.
 
 Starts `kefu serve` on a free port with a throw-away database, plays a few
-customers and one agent in Chromium (Debian's, at /usr/bin/chromium; see
-scripts/browser-deps.sh), and saves PNGs of the visitor widget and the waiter
-console at desktop and phone sizes.
+customers and agents in Chromium (Debian's, at /usr/bin/chromium; see
+scripts/browser-deps.sh, which also installs the CJK and emoji fonts), and saves
+PNGs of the visitor widget and the waiter console at desktop and phone sizes, in
+English and in Simplified Chinese (browsers whose language is zh-CN).
 
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--chromium PATH]
 """
+
+# The Chinese texts use full-width punctuation on purpose.
+# ruff: noqa: RUF001
 
 from __future__ import annotations
 
@@ -23,10 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import jwt
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from kefu.store.base import Account
-from kefu.tokens import issue
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -81,19 +83,35 @@ def kefu_server(secret: str) -> Iterator[str]:
 
 
 def token(secret: str, username: str, nickname: str, role: str = "user") -> str:
-    account = Account(id=f"shot-{username}", username=username, role=role, nickname=nickname)
-    return issue(secret, account, 3600)
+    """A token as a host site signs one for its own user (README: "Accounts and tokens")."""
+    claims = {
+        "sub": f"shot-{username}",
+        "role": role,
+        "username": username,
+        "nickname": nickname,
+        "exp": int(time.time()) + 3600,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def console_page(browser: Browser, url: str, tok: str, viewport: dict[str, int]) -> Page:
-    page = browser.new_context(viewport=viewport, device_scale_factor=1).new_page()
+def new_page(browser: Browser, viewport: dict[str, int], locale: str) -> Page:
+    context = browser.new_context(viewport=viewport, device_scale_factor=1, locale=locale)
+    return context.new_page()
+
+
+def console_page(
+    browser: Browser, url: str, tok: str, viewport: dict[str, int], locale: str = "en-US"
+) -> Page:
+    page = new_page(browser, viewport, locale)
     page.goto(f"{url}/v1/ws/example/waiter#token={tok}")
-    expect(page.locator("#conn-text")).to_have_text("Connected")
+    expect(page.locator("#conn[data-state='open']")).to_be_visible()
     return page
 
 
-def visitor_page(browser: Browser, url: str, tok: str, viewport: dict[str, int]) -> Page:
-    page = browser.new_context(viewport=viewport, device_scale_factor=1).new_page()
+def visitor_page(
+    browser: Browser, url: str, tok: str, viewport: dict[str, int], locale: str = "en-US"
+) -> Page:
+    page = new_page(browser, viewport, locale)
     page.goto(f"{url}/v1/ws/example/user#token={tok}")
     page.locator(".launcher").click()
     expect(page.locator(".panel")).to_be_visible()
@@ -101,7 +119,7 @@ def visitor_page(browser: Browser, url: str, tok: str, viewport: dict[str, int])
 
 
 def say(page: Page, text: str, state: str = "sent") -> None:
-    box = page.get_by_role("textbox", name="Message", exact=True)
+    box = page.locator(".composer .input")
     box.fill(text)
     box.press("Enter")
     expect(page.locator(".msg.mine", has_text=text).last).to_have_attribute("data-state", state)
@@ -109,7 +127,7 @@ def say(page: Page, text: str, state: str = "sent") -> None:
 
 def reply(console: Page, name: str, text: str) -> None:
     console.locator("#chat-list li", has_text=name).get_by_role("button").click()
-    box = console.get_by_role("textbox", name=f"Reply to {name}")
+    box = console.locator(".pane:not([hidden]) .composer .input")
     box.fill(text)
     box.press("Enter")
     expect(console.locator(".pane:not([hidden]) .msg.mine", has_text=text).last).to_have_attribute(
@@ -200,10 +218,70 @@ def main() -> None:
         expect(phone.locator("#queue-text")).to_have_text("Queue: 0 waiting")
         phone.wait_for_timeout(1500)
         phone.screenshot(path=out / "console-phone.png")
+        phone.get_by_role("switch", name="Ready for new customers").click()  # Noah pauses
+        expect(phone.get_by_role("switch")).to_have_attribute("aria-checked", "false")
+
+        chinese(browser, url, secret, out)
 
         browser.close()
     for png in sorted(out.glob("*.png")):
         print(png.relative_to(REPO) if png.is_relative_to(REPO) else png)
+
+
+def chinese(browser: Browser, url: str, secret: str, out: Path) -> None:
+    """The same pages in browsers whose language is Simplified Chinese."""
+    zh = "zh-CN"
+    li = token(secret, "lina", "李娜", role="waiter")
+    console = console_page(browser, url, li, DESKTOP, zh)
+    console.get_by_role("switch", name="接待新顾客").click()
+    expect(console.get_by_role("switch")).to_have_attribute("aria-checked", "true")
+
+    wang = visitor_page(browser, url, token(secret, "wangfang", "王芳"), LAPTOP, zh)
+    expect(wang.locator(".subtitle")).to_have_text("在线")
+    chen = visitor_page(browser, url, token(secret, "chenwei", "陈伟"), PHONE, zh)
+    liu = visitor_page(browser, url, token(secret, "liuyang", "刘洋"), PHONE, zh)
+
+    say(wang, "您好，我上周买的磨豆机还没有发货，订单号 10472。")
+    reply(console, "王芳", "您好！我帮您查一下物流信息，请稍等。")
+    say(wang, "好的，谢谢！周六要送朋友的 🎁")
+    reply(
+        console,
+        "王芳",
+        "已经查到了：包裹今天交给快递，明天中午前送达。\n物流单号：https://track.example.com/10472",
+    )
+    say(chen, "请问可以开增值税发票吗？")
+    say(liu, "订阅的咖啡豆可以换成中度烘焙吗？")
+    say(liu, "下个月开始就行。")
+
+    # Two more wait in the queue (Li Na holds 3 at a time).
+    queued = [
+        visitor_page(browser, url, token(secret, "zhaolei", "赵磊"), PHONE, zh),
+        visitor_page(browser, url, token(secret, "sunli", "孙丽"), PHONE, zh),
+    ]
+    expect(queued[1].locator(".card.queue")).to_contain_text("您前面还有 1 位")
+    say(queued[1], "咖啡机显示错误代码 E4，是什么意思？", "waiting")
+
+    console.locator("#chat-list li", has_text="王芳").get_by_role("button").click()
+    expect(console.locator("#queue-text")).to_have_text("排队中：2 人")
+    console.wait_for_timeout(3000)  # let the waiting times tick a little
+    wang.locator(".composer .input").press_sequentially("太好了，谢谢", delay=30)
+    expect(console.locator(".pane:not([hidden]) .typing")).to_be_visible()
+    console.screenshot(path=out / "console-zh.png")
+
+    box = console.locator(".pane:not([hidden]) .composer .input")
+    box.press_sequentially("不客气", delay=30)
+    expect(wang.locator(".typing")).to_be_visible()
+    wang.screenshot(path=out / "widget-zh.png")
+    box.fill("")
+
+    queued[1].screenshot(path=out / "widget-zh-queue-phone.png")
+
+    console.set_viewport_size(PHONE)
+    console.locator(".pane:not([hidden])").get_by_role("button", name="返回对话列表").click()
+    reply(console, "刘洋", "可以的，已为您从下个月起换成中度烘焙。")
+    expect(console.locator(".pane:not([hidden])")).to_be_visible()
+    console.wait_for_timeout(500)
+    console.screenshot(path=out / "console-zh-phone.png")
 
 
 if __name__ == "__main__":

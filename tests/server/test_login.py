@@ -199,6 +199,10 @@ async def test_a_trusted_proxy_gives_each_forwarded_client_its_budget(
         # read from the right: a client cannot put another address in front of its own
         spoofed = {"X-Forwarded-For": "192.0.2.9, 203.0.113.1"}
         check_error(await login(proxy, "nobody-else", "guess", **spoofed), 429)
+        # HAProxy's `option forwardfor` adds its own line after any the client sent
+        haproxy_style = [("X-Forwarded-For", "192.0.2.9"), ("X-Forwarded-For", "203.0.113.1")]
+        json_body = {"username": "nobody-else", "password": "guess"}
+        check_error(await proxy.post(LOGIN, json=json_body, headers=haproxy_style), 429)
         # another client behind the same proxy has its own budget, and so does the proxy
         check_error(
             await login(proxy, "nobody-else", "guess", **{"X-Forwarded-For": "203.0.113.2"}), 401

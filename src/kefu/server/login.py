@@ -91,7 +91,9 @@ def login_route(
     async def sign_in(request: Request) -> dict[str, Any]:
         _check_headers(request, settings)
         peer = request.client.host if request.client else None
-        address = address_key(proxies.client(peer, request.headers.get("x-forwarded-for")))
+        # every X-Forwarded-For line, in order: HAProxy adds its own line after the client's
+        forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        address = address_key(proxies.client(peer, forwarded))
         try:
             throttle.check_address(address, time.monotonic())
         except Throttled as exc:

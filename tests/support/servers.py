@@ -197,6 +197,18 @@ class Server:
         assert isinstance(body, dict), body
         return body
 
+    async def until(
+        self, what: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Poll `/v1/ws/status` until `pred(data)` holds (e.g. the server saw a drop); the data."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data: dict[str, Any] = (await self.status())["data"]
+            if pred(data):
+                return data
+            assert time.monotonic() < deadline, f"not within {timeout}s: {what}; status {data}"
+            await asyncio.sleep(0.02)
+
     async def open(
         self, role: str, label: str | None = None, *, origin: str | None = None
     ) -> Client:

@@ -198,10 +198,17 @@ def token(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds [KEFU_TOKEN_TTL].")] = None,
 ) -> None:
     """Print a signed token for an account (alone on the last line)."""
+    from kefu.core.model import AccountKind
     from kefu.tokens import issue
 
     settings = _settings()
-    account = _run(settings, lambda store: store.get_account_by_username(username))
+
+    async def find(store: Store) -> Account | None:
+        # a local account first; else one a host application's token made
+        found = await store.get_account_by_username(username, AccountKind.LOCAL)
+        return found or await store.get_account_by_username(username, AccountKind.EXTERNAL)
+
+    account = _run(settings, find)
     if account is None:
         _fail(f"no account named {username!r}")
     typer.echo(issue(_signing_secret(settings), account, ttl or settings.token_ttl))

@@ -1,8 +1,16 @@
 """Signed tokens: HS256 JWTs with the algorithm pinned and `exp` required.
 
-A token carries `sub` (the account id), `role`, and optionally `username`,
-`nickname` and `avatar`. The host application may sign its own tokens with
-the same secret: the account is then created or updated on first use.
+Two kinds of tokens are signed with the same secret:
+
+* tokens kefu issues for its **local** accounts (`kefu token`, the console's
+  sign-in) carry the claim `kefu: "local"` and the account's kefu id as `sub`;
+  nothing else in them is believed: the account's role and profile are read
+  from the database;
+* tokens a **host application** signs for its own users carry its user id as
+  `sub` (and `role`, optionally `username`, `nickname`, `avatar`): they name
+  external accounts only, created or updated from the claims on first use.
+  Their `sub` is never matched against a local account's id or username,
+  so no host token can take over an account that kefu made.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ from dataclasses import dataclass
 
 import jwt
 
+from kefu.core.model import AccountKind
 from kefu.store.base import Account
 
 ALGORITHM = "HS256"
 ROLES = ("user", "waiter", "admin")
+LOCAL_CLAIM = "kefu"  # value "local" on tokens kefu issues for its own accounts
 
 
 class TokenError(Exception):
@@ -31,25 +41,14 @@ class Claims:
     nickname: str | None
     avatar: str | None
     exp: float = float("inf")  # the token is valid while time.time() < exp
-
-    def account(self, known: Account | None) -> Account:
-        """The account these claims describe, keeping what the claims leave out."""
-        return Account(
-            id=self.sub,
-            username=self.username or (known.username if known else self.sub),
-            role=self.role,
-            nickname=self.nickname
-            if self.nickname is not None
-            else (known.nickname if known else None),
-            avatar=self.avatar if self.avatar is not None else (known.avatar if known else ""),
-            password_hash=known.password_hash if known else None,
-        )
+    local: bool = False  # issued by kefu for a local account: `sub` is a kefu account id
+    iat: float | None = None
 
 
 def issue(secret: str, account: Account, ttl: int, now: float | None = None) -> str:
+    """A token for `account`: a local one names its kefu id, an external one its `sub`."""
     now = time.time() if now is None else now
-    claims = {
-        "sub": account.id,
+    claims: dict[str, object] = {
         "role": account.role,
         "username": account.username,
         "nickname": account.nickname,
@@ -57,6 +56,10 @@ def issue(secret: str, account: Account, ttl: int, now: float | None = None) -> 
         "iat": int(now),
         "exp": int(now) + ttl,
     }
+    if account.kind is AccountKind.LOCAL:
+        claims.update(sub=account.id, **{LOCAL_CLAIM: "local"})
+    else:
+        claims["sub"] = account.external_id or account.id
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -86,6 +89,7 @@ def verify(secret: str, token: str) -> Claims:
         raise TokenError("invalid token: `sub` must be a non-empty string")
     if role not in ROLES:
         raise TokenError(f"invalid token: `role` must be one of {', '.join(ROLES)}")
+    iat = data.get("iat")
     return Claims(
         sub=sub,
         role=role,
@@ -93,6 +97,8 @@ def verify(secret: str, token: str) -> Claims:
         nickname=_opt_str(data.get("nickname"), 128),
         avatar=_opt_str(data.get("avatar"), 2048),
         exp=float(data["exp"]),
+        local=data.get(LOCAL_CLAIM) == "local",
+        iat=float(iat) if isinstance(iat, int | float) else None,
     )
 
 

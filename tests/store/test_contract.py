@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
-from kefu.core.model import CloseReason
+from kefu.core.model import AccountKind, CloseReason
 from kefu.ids import IdGenerator, id_time
 from kefu.store.base import (
     Account,
@@ -77,21 +77,44 @@ async def test_accounts_crud(store: Store) -> None:
         await store.create_account(Account(id="other", username="alice", role="user"))
     with pytest.raises(AccountExists):
         await store.create_account(Account(id=ALICE.id, username="alice2", role="user"))
-
     await store.create_account(BOB)
-    await store.upsert_account(Account(id=BOB.id, username="bobby", role="admin", nickname="B"))
-    got = await store.get_account(BOB.id)
-    assert got == Account(
-        id=BOB.id, username="bobby", role="admin", nickname="B", password_hash="h1"
-    )  # hash kept when the new one is None
-    await store.upsert_account(
-        Account(id=BOB.id, username="bobby", role="admin", password_hash="h2")
+    assert await store.get_account(BOB.id) == BOB  # the password hash is kept
+
+
+def external(id_: str, username: str, sub: str | None = None, **fields: Any) -> Account:
+    return Account(
+        id=id_,
+        username=username,
+        role=fields.pop("role", "user"),
+        kind=AccountKind.EXTERNAL,
+        external_id=sub or id_,
+        **fields,
     )
-    assert (await store.get_account(BOB.id)).password_hash == "h2"  # type: ignore[union-attr]
-    await store.upsert_account(CAROL)  # insert
-    assert await store.get_account_by_username("carol") == CAROL
+
+
+async def test_external_accounts_live_in_their_own_namespace(store: Store) -> None:
+    await store.create_account(ALICE)
+    # a host application's user may share a local account's username
+    eve = external("ext-1", "alice", nickname="Eve")
+    await store.upsert_account(eve)
+    assert await store.get_external_account("ext-1") == eve
+    assert await store.get_account_by_username("alice", AccountKind.EXTERNAL) == eve
+    assert await store.get_account_by_username("alice") == ALICE
+    assert await store.get_external_account(ALICE.id) is None  # never a local account
+    # updated by its external id; its kefu id stays what it was
+    await store.upsert_account(external("another-id", "eve", "ext-1", role="waiter", avatar="e"))
+    assert await store.get_external_account("ext-1") == external(
+        "ext-1", "eve", role="waiter", avatar="e", nickname=None
+    )
+    # an external account can take neither a local account's id nor another's username
     with pytest.raises(AccountExists):
-        await store.upsert_account(Account(id="x", username="carol", role="user"))
+        await store.upsert_account(external(ALICE.id, "mallory", "ext-2"))
+    assert await store.get_account(ALICE.id) == ALICE
+    await store.upsert_account(external("ext-3", "carol"))
+    with pytest.raises(AccountExists):
+        await store.upsert_account(external("ext-4", "carol"))
+    with pytest.raises(ValueError):
+        await store.upsert_account(BOB)  # local accounts are never upserted from tokens
 
 
 # -- the write path -----------------------------------------------------------

@@ -25,8 +25,8 @@ async def test_checkpoints_copy_the_wal_into_the_database(tmp_path: Path, monkey
     try:
         assert store.inline  # synchronous=NORMAL: the writer runs on the loop
         new_id = IdGenerator(node=1)
-        await store.upsert_account(ALICE)
-        await store.upsert_account(BOB)
+        await store.create_account(ALICE)
+        await store.create_account(BOB)
         cid = await open_conversation(store, new_id, ALICE.id, BOB.id)
         before = os.path.getsize(db)
         for i in range(300):

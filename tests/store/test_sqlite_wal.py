@@ -86,7 +86,7 @@ async def test_sustained_appends_keep_the_wal_file_bounded(
         waiters = [Account(id=f"w{i}", username=f"waiter{i}", role="waiter") for i in range(4)]
         users = [Account(id=f"u{i}", username=f"user{i}", role="user") for i in range(20)]
         for account in waiters + users:
-            await store.upsert_account(account)
+            await store.create_account(account)
         routes = [
             (
                 await open_conversation(store, new_id, u.id, waiters[i % 4].id),

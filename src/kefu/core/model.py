@@ -12,6 +12,13 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class AccountKind(StrEnum):
+    """Who made an account, and so which namespace its tokens name it in."""
+
+    LOCAL = "local"  # made by kefu (CLI, API, demo); its tokens carry its kefu id
+    EXTERNAL = "external"  # made from a host application's token; named by that token's `sub`
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """The public face of an account, as sent on the wire."""

@@ -33,7 +33,7 @@ def create_app(settings: Settings) -> Starlette:
     secret = settings.signing_secret()
     store = open_store(settings)
     runtime, history, status = _node(settings, store)
-    accounts = Accounts(store, secret)
+    accounts = Accounts(store, secret, lambda: runtime.ids())  # a cluster node's ids come late
     gateway = Gateway(runtime, accounts, history)
 
     @contextlib.asynccontextmanager

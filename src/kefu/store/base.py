@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
-from kefu.core.model import Profile
+from kefu.core.model import AccountKind, Profile
 
 LifecycleWrite = Enqueue | Dequeue | OpenConversation | CloseConversation
 
@@ -41,12 +41,21 @@ class StoreUnavailable(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class Account:
+    """An account. `id` is kefu's; an external account is also named by `external_id`.
+
+    An external account's `id` is its `external_id` unless that was taken
+    when it was made (then a generated id): the profile a host application
+    sees carries the user id it signed, in all but that case.
+    """
+
     id: str
     username: str
     role: str  # "user" | "waiter" | "admin"
     nickname: str | None = None
     avatar: str = ""
     password_hash: str | None = None
+    kind: AccountKind = AccountKind.LOCAL
+    external_id: str | None = None
 
     def profile(self) -> Profile:
         return Profile(
@@ -164,11 +173,22 @@ class Store(Protocol):
         """Return once everything queued before the call is committed."""
 
     # -- accounts -----------------------------------------------------------
-    async def create_account(self, account: Account) -> Account: ...
+    async def create_account(self, account: Account) -> Account:
+        """Insert; `AccountExists` if its id, or its username in its kind, is taken."""
+
     async def get_account(self, account_id: str) -> Account | None: ...
-    async def get_account_by_username(self, username: str) -> Account | None: ...
+    async def get_account_by_username(
+        self, username: str, kind: AccountKind = AccountKind.LOCAL
+    ) -> Account | None: ...
+    async def get_external_account(self, external_id: str) -> Account | None:
+        """The account a host application's token with this `sub` names, if it exists."""
+
     async def upsert_account(self, account: Account) -> None:
-        """Insert or update by id (password_hash kept when the new one is None)."""
+        """Insert or update an external account by `external_id` (never a local one).
+
+        `AccountExists` if its id belongs to another account, or its username to
+        another account of its kind.
+        """
 
     # -- reads --------------------------------------------------------------
     async def history(

@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
+from kefu.core.model import AccountKind
 from kefu.store import queries
 from kefu.store.aiowriter import AsyncWriter
 from kefu.store.base import (
@@ -326,8 +327,13 @@ class PostgresStore:
     async def get_account(self, account_id: str) -> Account | None:
         return await self._run(queries.get_account, account_id)
 
-    async def get_account_by_username(self, username: str) -> Account | None:
-        return await self._run(queries.get_account_by_username, username)
+    async def get_account_by_username(
+        self, username: str, kind: AccountKind = AccountKind.LOCAL
+    ) -> Account | None:
+        return await self._run(queries.get_account_by_username, username, kind)
+
+    async def get_external_account(self, external_id: str) -> Account | None:
+        return await self._run(queries.get_external_account, external_id)
 
     async def upsert_account(self, account: Account) -> None:
         await self._run(queries.upsert_account, account, self._clock())

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from kefu.core.model import Profile
+from kefu.core.model import AccountKind, Profile
 from kefu.store.base import (
     Account,
     AccountExists,
@@ -74,6 +74,8 @@ def _account(row: RowMapping | None) -> Account | None:
         nickname=row["nickname"],
         avatar=row["avatar"] or "",
         password_hash=row["password_hash"],
+        kind=AccountKind(row["kind"]),
+        external_id=row["external_id"],
     )
 
 
@@ -102,8 +104,17 @@ def get_account(conn: Connection, account_id: str) -> Account | None:
     return _account(row)
 
 
-def get_account_by_username(conn: Connection, username: str) -> Account | None:
-    query = select(accounts).where(accounts.c.username == username)
+def get_account_by_username(
+    conn: Connection, username: str, kind: AccountKind = AccountKind.LOCAL
+) -> Account | None:
+    query = select(accounts).where(accounts.c.username == username, accounts.c.kind == kind.value)
+    return _account(conn.execute(query).mappings().first())
+
+
+def get_external_account(conn: Connection, external_id: str) -> Account | None:
+    query = select(accounts).where(
+        accounts.c.external_id == external_id, accounts.c.kind == AccountKind.EXTERNAL.value
+    )
     return _account(conn.execute(query).mappings().first())
 
 
@@ -116,11 +127,13 @@ def _values(account: Account, now: float) -> dict[str, Any]:
         "avatar": account.avatar,
         "password_hash": account.password_hash,
         "created_at": to_us(now),
+        "kind": account.kind.value,
+        "external_id": account.external_id,
     }
 
 
 def create_account(conn: Connection, account: Account, now: float) -> Account:
-    """Insert; `AccountExists` if the id or the username is taken. Commits."""
+    """Insert; `AccountExists` if the id or the username (in its kind) is taken. Commits."""
     try:
         with conn.begin():
             conn.execute(accounts.insert().values(_values(account, now)))
@@ -130,27 +143,28 @@ def create_account(conn: Connection, account: Account, now: float) -> Account:
 
 
 def upsert_account(conn: Connection, account: Account, now: float) -> None:
-    """Insert or update by id, keeping password_hash when the new one is None. Commits.
+    """Insert or update an external account by `external_id`. Commits.
 
-    `AccountExists` if the username belongs to another id.
+    `AccountExists` if the id or the username belongs to another account.
     """
+    if account.kind is not AccountKind.EXTERNAL or account.external_id is None:
+        raise ValueError("only external accounts are upserted (from host tokens)")
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(accounts).values(_values(account, now))
     stmt = stmt.on_conflict_do_update(
-        index_elements=[accounts.c.id],
+        index_elements=[accounts.c.external_id],
         set_={
             "username": stmt.excluded.username,
             "role": stmt.excluded.role,
             "nickname": stmt.excluded.nickname,
             "avatar": stmt.excluded.avatar,
-            "password_hash": func.coalesce(stmt.excluded.password_hash, accounts.c.password_hash),
         },
     )
     try:
         with conn.begin():
             conn.execute(stmt)
     except IntegrityError as exc:
-        raise AccountExists(f"username {account.username!r} is taken") from exc
+        raise AccountExists(f"account {account.id!r} / {account.username!r} is taken") from exc
 
 
 # -- messages -------------------------------------------------------------

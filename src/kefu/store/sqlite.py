@@ -52,6 +52,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
+from kefu.core.model import AccountKind
 from kefu.store import queries
 from kefu.store.aiowriter import AsyncWriter
 from kefu.store.base import (
@@ -94,13 +95,21 @@ _ENQUEUE = (
 )
 _DEQUEUE = "DELETE FROM queue_entries WHERE user_id = ?"
 _UPSERT_ACCOUNT = (
-    "INSERT INTO accounts (id, username, role, nickname, avatar, password_hash, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    "INSERT INTO accounts (id, username, role, nickname, avatar, password_hash, created_at,"
+    " kind, external_id) VALUES (?, ?, ?, ?, ?, NULL, ?, 'external', ?)"
+    " ON CONFLICT (external_id) DO UPDATE SET"
     " username = excluded.username, role = excluded.role, nickname = excluded.nickname,"
-    " avatar = excluded.avatar,"
-    " password_hash = COALESCE(excluded.password_hash, accounts.password_hash)"
+    " avatar = excluded.avatar"
 )
-_READ_ACCOUNT = "SELECT id, username, role, nickname, avatar, password_hash FROM accounts WHERE "
+_READ_ACCOUNT = (
+    "SELECT id, username, role, nickname, avatar, password_hash, kind, external_id"
+    " FROM accounts WHERE "
+)
+_ACCOUNT_BY = {
+    "id": "id = ?",
+    "username": "username = ? AND kind = 'local'",
+    "external": "external_id = ? AND kind = 'external'",
+}
 _OPEN = (
     "INSERT INTO conversations (id, user_id, waiter_id, opened_at, queued_at)"
     " VALUES (?, ?, ?, ?, ?)"
@@ -345,20 +354,21 @@ class SqliteBackend:
     def _upsert(self, r: UpsertAccount) -> bool:
         assert self._cur is not None
         a = r.account
-        row = (a.id, a.username, a.role, a.nickname, a.avatar, a.password_hash, to_us(r.now))
+        row = (a.id, a.username, a.role, a.nickname, a.avatar, to_us(r.now), a.external_id)
         try:
             self._cur.execute(_UPSERT_ACCOUNT, row)
-        except sqlite3.IntegrityError:  # the username belongs to another id
+        except sqlite3.IntegrityError:  # the id or the username belongs to another account
             return False
         return True
 
-    def read_account(self, column: str, value: str) -> Account | None:
-        """One account by id or username, read on the writer's own connection."""
-        assert column in ("id", "username") and self._cur is not None
-        row = self._cur.execute(_READ_ACCOUNT + column + " = ?", (value,)).fetchone()
+    def read_account(self, by: str, value: str) -> Account | None:
+        """One account by `id`, local `username` or `external` id, on the writer's connection."""
+        assert self._cur is not None
+        row = self._cur.execute(_READ_ACCOUNT + _ACCOUNT_BY[by], (value,)).fetchone()
         if row is None:
             return None
-        return Account(row[0], row[1], row[2], row[3], row[4] or "", row[5])
+        kind = AccountKind(row[6])
+        return Account(row[0], row[1], row[2], row[3], row[4] or "", row[5], kind, row[7])
 
 
 class SqliteStore:
@@ -470,15 +480,24 @@ class SqliteStore:
             return self.backend.read_account("id", account_id)
         return await self._run(queries.get_account, account_id)
 
-    async def get_account_by_username(self, username: str) -> Account | None:
-        if self.inline and self.backend.connected:
+    async def get_account_by_username(
+        self, username: str, kind: AccountKind = AccountKind.LOCAL
+    ) -> Account | None:
+        if self.inline and self.backend.connected and kind is AccountKind.LOCAL:
             return self.backend.read_account("username", username)
-        return await self._run(queries.get_account_by_username, username)
+        return await self._run(queries.get_account_by_username, username, kind)
+
+    async def get_external_account(self, external_id: str) -> Account | None:
+        if self.inline and self.backend.connected:
+            return self.backend.read_account("external", external_id)
+        return await self._run(queries.get_external_account, external_id)
 
     async def upsert_account(self, account: Account) -> None:
         """Through the writer, so a burst of new accounts shares one commit."""
+        if account.kind is not AccountKind.EXTERNAL or account.external_id is None:
+            raise ValueError("only external accounts are upserted (from host tokens)")
         if not await self.writer.call(UpsertAccount(account, self._clock())):
-            raise AccountExists(f"username {account.username!r} is taken")
+            raise AccountExists(f"account {account.id!r} / {account.username!r} is taken")
 
     async def history(
         self, user_id: str, before: str | None = None, limit: int = 100

@@ -44,16 +44,22 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# `kind` is "local" (made by kefu) or "external" (made from a host application's
+# token, whose `sub` is `external_id`): two namespaces that never meet.
 accounts = Table(
     "accounts",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("username", String(64), nullable=False, unique=True),
+    Column("username", String(64), nullable=False),
     Column("role", String(16), nullable=False),
     Column("nickname", String(128), nullable=True),
     Column("avatar", String(2048), nullable=False, default="", server_default=""),
     Column("password_hash", String(256), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False, default="local", server_default="local"),
+    Column("external_id", String(64), nullable=True),
+    UniqueConstraint("kind", "username", name="uq_accounts_kind_username"),
+    UniqueConstraint("external_id", name="uq_accounts_external_id"),
 )
 
 conversations = Table(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
             return self.secret
         path = self.secret_file()
         if path.exists():
+            _make_private(path)
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
@@ -92,3 +94,13 @@ class Settings(BaseSettings):
 
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+
+def _make_private(path: Path) -> None:
+    """An existing key file others may read is made 0600 (it signs every token)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(0o600)
+        logging.getLogger("kefu.settings").warning(
+            "%s was readable by others (mode %o); made it 0600", path, mode
+        )

@@ -145,3 +145,16 @@ async def test_the_generated_key_is_kept_across_restarts(
         assert _mode(key_file) == "0600"
         srv.restart()
     assert created.returncode == 0
+
+
+async def test_a_readable_key_file_is_made_private_at_start(
+    tmp_path: Path, make_server: MakeServer
+) -> None:
+    srv = make_server(data_dir=tmp_path, secret="")
+    key = (tmp_path / SECRET_FILE).read_text()
+    srv.stop()
+    (tmp_path / SECRET_FILE).chmod(0o644)
+    srv.start()
+    assert _mode(tmp_path / SECRET_FILE) == "0600"
+    assert (tmp_path / SECRET_FILE).read_text() == key  # the same key, kept
+    assert any(SECRET_FILE in line and "0600" in line for line in srv.stderr().splitlines())

@@ -321,30 +321,24 @@ async def test_a_streamed_300_mb_body_is_not_kept(make_server: MakeServer) -> No
         assert (await http.get("/v1/ws/status")).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "content_type",
-    [
-        "text/plain",
-        "text/plain;charset=UTF-8",
-        "application/x-www-form-urlencoded",
-        "multipart/form-data; boundary=x",
-        "application/json; charset=latin-1",
-        "application/json-patch+json",
-        None,
-    ],
-)
-async def test_only_json_bodies_are_accepted(
-    make_server: MakeServer, content_type: str | None
-) -> None:
+async def test_only_json_bodies_are_accepted(make_server: MakeServer) -> None:
     srv = make_server()
     create_account(srv, "alice", "alice pw")
     body = json.dumps({"username": "alice", "password": "alice pw"}).encode()
-    headers = {"Content-Type": content_type} if content_type else {}
     async with client(srv) as http:
-        resp = await http.post(LOGIN, content=body, headers=headers)
-        if content_type is None:
-            assert "content-type" not in resp.request.headers
-        check_error(resp, 415)
+        for content_type in (
+            "text/plain",  # what a cross-site form or a "simple" fetch can send
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/json; charset=latin-1",
+            "application/json-patch+json",
+            None,
+        ):
+            headers = {"Content-Type": content_type} if content_type else {}
+            resp = await http.post(LOGIN, content=body, headers=headers)
+            assert content_type or "content-type" not in resp.request.headers
+            check_error(resp, 415)
         for good in ("application/json", 'Application/JSON; charset="utf-8"'):
             resp = await http.post(LOGIN, content=body, headers={"Content-Type": good})
             assert resp.status_code == 200, (good, resp.text)

@@ -27,7 +27,9 @@ from typing import Generic, TypeVar
 
 Key = TypeVar("Key", str, bytes)
 
-MAX_KEYS = 50_000  # per table; about 12 MB each when full (measured ~250 bytes per key)
+# Per table. A key costs 200-400 bytes, so a full table is 10-20 MB; in practice the
+# password pool's pace (a few dozen checks a second) keeps far fewer keys live.
+MAX_KEYS = 50_000
 
 
 class Throttled(Exception):

@@ -8,60 +8,27 @@ short connections took tens of milliseconds each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import os
+import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from kefu.server import direct
-from kefu.server.app import create_app
-from kefu.server.serve import uvicorn_config
 from kefu.settings import Settings
-from kefu.store.migrate import upgrade
-from support.client import SECRET, open_socket, pair, person, say
-from support.servers import free_port
+from support.client import open_socket, pair, person, say
+from support.inprocess import serving
 
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Settings]:
-    async with _serving(tmp_path) as settings:
+    async with serving(tmp_path) as settings:
         yield settings
-
-
-@contextlib.asynccontextmanager
-async def _serving(tmp_path: Path, ping: float | None = None) -> AsyncIterator[Settings]:
-    """kefu in this process; `ping` overrides the keepalive interval and timeout (20 s)."""
-    settings = Settings(
-        port=free_port(),
-        database_url=f"sqlite:///{tmp_path / 'kefu.db'}",
-        secret=SECRET,
-        resume_grace=0,
-        rate_limit=10_000,
-        rate_burst=10_000,
-    )
-    upgrade(settings.database_url)
-    config = uvicorn_config(create_app(settings), settings)
-    if ping is not None:
-        config.ws_ping_interval = config.ws_ping_timeout = ping
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done(), task
-        await asyncio.sleep(0.01)
-    try:
-        yield settings
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
 
 
 async def test_closed_sockets_leave_no_cycles(
@@ -97,9 +64,8 @@ async def test_closed_sockets_leave_no_cycles(
             await say(waiter, user, "hi")
             await user.close()
             await waiter.close()
-        for _ in range(100):  # the server ends each socket once the close handshake is done
-            if all(ref() is None for ref in made):
-                break
+        deadline = time.monotonic() + 10  # the server ends each socket after its close handshake
+        while time.monotonic() < deadline and any(ref() is not None for ref in made):
             await asyncio.sleep(0.02)
         alive = [ref() for ref in made if ref() is not None]
         assert len(made) == 12  # an HTTP protocol and a socket each
@@ -117,7 +83,7 @@ async def test_frames_behind_a_waiting_one_keep_their_order(node: Settings) -> N
     base = f"ws://127.0.0.1:{node.port}/v1/ws/connect"
     user = await open_socket(f"{base}/user", "user")
     who = person()
-    frames = [{"type": "auth", "payload": {"token": who.token()}}]
+    frames: list[dict[str, object]] = [{"type": "auth", "payload": {"token": who.token()}}]
     kinds = ["get_history", "typing", "connect", "get_history", "disconnect"] * 20
     for i, kind in enumerate(kinds):
         frame: dict[str, object] = {"type": kind, "op_id": f"op-{i}"}
@@ -127,7 +93,7 @@ async def test_frames_behind_a_waiting_one_keep_their_order(node: Settings) -> N
     for frame in frames:  # all sent before the first answer is read
         await user.send(frame)
     await user.expect("auth_success")
-    answered = []
+    answered: list[str] = []
     while len(answered) < len(kinds):
         got = await user.recv(5.0)
         if got.get("op_id"):
@@ -190,22 +156,41 @@ async def test_bad_handshakes_are_refused(
 
 
 async def test_a_silent_client_is_closed_after_an_unanswered_ping(tmp_path: Path) -> None:
-    async with _serving(tmp_path, ping=0.3) as settings:
+    async with serving(tmp_path, ping_interval=0.3, ping_timeout=0.3) as settings:
         reader, writer, response = await _upgrade(settings.port)
         assert response.startswith("HTTP/1.1 101")
-        ping = await asyncio.wait_for(reader.readexactly(2), 2)
-        assert ping[0] == 0x89  # FIN + ping, never answered
-        await asyncio.wait_for(reader.readexactly(ping[1] & 0x7F), 2)
-        close = await asyncio.wait_for(reader.readexactly(2), 2)
-        assert close[0] == 0x88  # FIN + close
-        body = await asyncio.wait_for(reader.readexactly(close[1] & 0x7F), 2)
+        opcode, _ = await _server_frame(reader)
+        assert opcode == 0x89  # FIN + ping, never answered
+        opcode, body = await _server_frame(reader)
+        assert opcode == 0x88  # FIN + close
         assert int.from_bytes(body[:2], "big") == 1011, body
-        assert await asyncio.wait_for(reader.read(), 2) == b""  # and the TCP connection ends
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # and the TCP connection ends
         writer.close()
 
 
 async def test_a_client_that_answers_pings_stays(tmp_path: Path) -> None:
-    async with _serving(tmp_path, ping=0.2) as settings:
+    """A ping every 0.2 s; the server pings again only once the pong matched (else 1011)."""
+    async with serving(tmp_path, ping_interval=0.2, ping_timeout=30) as settings:
+        reader, writer, response = await _upgrade(settings.port)
+        assert response.startswith("HTTP/1.1 101")
+        payloads = []
+        for _ in range(5):  # each ping after the first: the previous pong was accepted
+            opcode, payload = await _server_frame(reader)
+            assert opcode == 0x89, (opcode, payload)
+            payloads.append(payload)
+            writer.write(_frame(0xA, payload))
+        assert len(set(payloads)) == 5  # a fresh payload each round
+        writer.write(_frame(0x1, _ask(0)))  # and the socket still answers
+        opcode, payload = await _server_frame(reader)
+        while opcode == 0x89:  # a ping that crossed the request
+            writer.write(_frame(0xA, payload))
+            opcode, payload = await _server_frame(reader)
+        assert opcode == 0x81 and json.loads(payload)["op_id"] == "op-0", payload
+        writer.close()
+
+
+async def test_a_real_client_answering_pings_keeps_chatting(tmp_path: Path) -> None:
+    async with serving(tmp_path, ping_interval=0.2, ping_timeout=30) as settings:
         base = f"ws://127.0.0.1:{settings.port}/v1/ws/connect"
         waiter = await open_socket(f"{base}/waiter", "waiter", side="waiter")
         user = await open_socket(f"{base}/user", "user")  # websockets answers pings itself
@@ -214,7 +199,7 @@ async def test_a_client_that_answers_pings_stays(tmp_path: Path) -> None:
         await waiter.expect("ready")
         await user.auth(person())
         await pair(user, waiter)
-        await asyncio.sleep(1.5)  # several ping rounds
+        await asyncio.sleep(1.0)  # several ping rounds
         await say(user, waiter, "still here")
         await user.close()
         await waiter.close()
@@ -233,11 +218,11 @@ def _frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
 
 
 async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await asyncio.wait_for(reader.readexactly(2), 5)
+    head = await asyncio.wait_for(reader.readexactly(2), 10)
     n = head[1] & 0x7F
     if n == 126:
         n = int.from_bytes(await reader.readexactly(2), "big")
-    return head[0], await asyncio.wait_for(reader.readexactly(n), 5)
+    return head[0], await asyncio.wait_for(reader.readexactly(n), 10)
 
 
 def _ask(i: int, pad: int = 0) -> bytes:
@@ -256,7 +241,8 @@ async def test_frames_cut_anywhere_are_read_whole(node: Settings, chunk: int) ->
     for at in range(0, len(stream), chunk):
         writer.write(stream[at : at + chunk])
         await writer.drain()
-    answers, pongs = [], []
+    answers: list[str] = []
+    pongs: list[bytes] = []
     while len(answers) < 20 or not pongs:
         opcode, payload = await _server_frame(reader)
         if opcode == 0x8A:
@@ -290,27 +276,31 @@ async def test_after_a_fragmented_message_every_frame_is_still_read(node: Settin
     writer.close()
 
 
-async def test_shutdown_closes_1012_without_waiting_for_the_answer(tmp_path: Path) -> None:
+async def test_shutdown_closes_1012_without_waiting_for_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stopping server sends 1012 and ends the TCP connection at once, as uvicorn does.
 
-    The client never answers the close frame: a server that waited for it
-    would keep the connection for `direct.CLOSE_TIMEOUT` (10 s).
+    The client never answers the close frame. A server that waited for the
+    answer would keep the connection for `direct.CLOSE_TIMEOUT`, set to a
+    minute here, so the half-minute this test allows cannot be reached by
+    waiting, however slow the machine.
     """
-    serving = _serving(tmp_path)
-    settings = await serving.__aenter__()
+    monkeypatch.setattr(direct, "CLOSE_TIMEOUT", 60.0)
+    serving_ = serving(tmp_path)
+    settings = await serving_.__aenter__()
     stopping: asyncio.Future[Any] | None = None
     try:
         reader, writer, response = await _upgrade(settings.port)
         assert response.startswith("HTTP/1.1 101")
-        stopping = asyncio.ensure_future(serving.__aexit__(None, None, None))
-        close = await asyncio.wait_for(reader.readexactly(2), 5)
-        assert close[0] == 0x88  # FIN + close
-        body = await asyncio.wait_for(reader.readexactly(close[1] & 0x7F), 2)
+        stopping = asyncio.ensure_future(serving_.__aexit__(None, None, None))
+        opcode, body = await _server_frame(reader)
+        assert opcode == 0x88  # FIN + close
         assert int.from_bytes(body[:2], "big") == 1012, body
-        assert await asyncio.wait_for(reader.read(), 3) == b""  # well before CLOSE_TIMEOUT
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # not after CLOSE_TIMEOUT
         writer.close()
     finally:
         if stopping is None:
-            await serving.__aexit__(None, None, None)
+            await serving_.__aexit__(None, None, None)
         else:
             await stopping

@@ -59,10 +59,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kefu.core.commands import OpenConversation
+from kefu.core.model import AccountKind
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Appended, NewMessage
 from kefu.store.migrate import upgrade
 from kefu.store.sqlite import SqliteStore
+
+
+def external(id_: str, username: str, role: str) -> Account:
+    """An account as a host application's token makes it (the only kind `upsert_account` takes)."""
+    return Account(id_, username, role, kind=AccountKind.EXTERNAL, external_id=id_)
 
 
 async def setup(
@@ -71,11 +77,11 @@ async def setup(
     """Accounts and open conversations: (conversation id, user id, waiter id)."""
     waiters = max(1, conversations // 5)  # 5 users each: KEFU_MAX_USERS_PER_WAITER
     for w in range(waiters):
-        await store.upsert_account(Account(id=f"w{w:04d}", username=f"waiter{w}", role="waiter"))
+        await store.upsert_account(external(f"w{w:04d}", f"waiter{w}", "waiter"))
     routes = []
     for u in range(conversations):
         user, waiter = f"u{u:05d}", f"w{u % waiters:04d}"
-        await store.upsert_account(Account(id=user, username=f"user{u}", role="user"))
+        await store.upsert_account(external(user, f"user{u}", "user"))
         cid = new_id()
         store.write(OpenConversation(cid, user, waiter, time.time()))
         routes.append((cid, user, waiter))

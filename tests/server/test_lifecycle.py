@@ -7,10 +7,12 @@ import time
 
 import pytest
 
-from support.client import Client, assert_profile, pair, person
+from support.client import Client, assert_profile, check_date, pair, person
 from support.servers import MakeServer
 
 pytestmark = pytest.mark.timeout(30)
+
+TICK = 0.02  # the server's timers may fire this much early, by clock granularity
 
 
 async def _served(user: Client, waiter: Client, *, skip: tuple[str, ...] = ()) -> None:
@@ -27,47 +29,63 @@ async def test_idle_user_is_warned_then_disconnected(make_server: MakeServer) ->
     srv = make_server(idle_timeout=0.5, idle_grace=0.5)
     waiter = await srv.waiter()
     user = await srv.user()
-    await pair(user, waiter)  # the user's last frame: connect
-    t0 = time.monotonic()
+    t0 = time.monotonic()  # the server reads the user's last frame (connect) after this
+    await pair(user, waiter)
     idle = await user.expect("idle", timeout=5)
     t_idle = time.monotonic() - t0
     assert isinstance(idle["payload"]["message"], str) and idle["payload"]["message"]
-    await user.expect("disconnected", timeout=5)
-    t_gone = time.monotonic() - t0
+    gone = await user.expect("disconnected", timeout=5)
     await user.expect_closed(1000)
     await waiter.expect("disconnected", from_=user.uuid)
-    # loose bounds: not before the timeout, and the grace was given
-    assert t_idle >= 0.3, t_idle
-    assert t_gone - t_idle >= 0.3, (t_idle, t_gone)
+    # not before the timeout (however slow the machine, t0 came first), and the grace was
+    # given: the server's own dates of the two frames
+    assert t_idle >= 0.5 - TICK, t_idle
+    given = (check_date(gone["date"]) - check_date(idle["date"])).total_seconds()
+    assert given >= 0.5 - TICK, given
 
 
 async def test_active_user_is_not_idled(make_server: MakeServer) -> None:
-    srv = make_server(idle_timeout=0.5, idle_grace=0.5)
+    """A frame every 0.1 s for longer than timeout + grace, messages then typing alone.
+
+    The timeout is 15 times the gap between frames, so a loaded machine does not
+    idle the user by accident.
+    """
+    srv = make_server(idle_timeout=1.5, idle_grace=0.5)
     waiter = await srv.waiter()
     user = await srv.user()
     await pair(user, waiter)
-    deadline = time.monotonic() + 2.0  # twice timeout + grace
+    deadline = time.monotonic() + 2.2  # past timeout + grace
     while time.monotonic() < deadline:
         ack = await user.send_text("tick")  # expect() fails on an `idle` frame
         await waiter.expect("message_text", id=ack["id"])
-        await asyncio.sleep(0.2)
-    await user.send({"type": "typing", "payload": {"typing": True}})  # any frame counts
-    await waiter.expect("typing")
-    await asyncio.sleep(0.3)
+        await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 2.2  # any frame counts: typing alone, no message either way
+    while time.monotonic() < deadline:
+        await user.send({"type": "typing", "payload": {"typing": True}})
+        await waiter.expect("typing")
+        await asyncio.sleep(0.1)
+    await user.expect_nothing()  # no `idle` waiting unread
     ack = await user.send_text("still here")
     await waiter.expect("message_text", id=ack["id"])
 
 
 async def test_idle_warning_then_activity_keeps_the_user(make_server: MakeServer) -> None:
-    srv = make_server(idle_timeout=0.5, idle_grace=1.0)
+    """Each warning is answered within the grace: the next frame is a fresh warning a
+    timeout later, never `disconnected`, until well past the first warning's grace (by
+    the server's dates)."""
+    grace = 1.5
+    srv = make_server(idle_timeout=0.5, idle_grace=grace)
     waiter = await srv.waiter()
     user = await srv.user()
     await pair(user, waiter)
-    await user.expect("idle", timeout=5)
-    ack = await user.send_text("sorry, I am here")  # resets the clock within the grace
-    await waiter.expect("message_text", id=ack["id"])
-    await user.expect_nothing(0.3)  # well within a fresh timeout: nothing
-    ack = await user.send_text("and still")
+    first = check_date((await user.expect("idle", timeout=5))["date"])
+    while True:
+        await user.send({"type": "typing", "payload": {"typing": True}})  # resets the clock
+        await waiter.expect("typing")
+        again = check_date((await user.expect("idle", timeout=5))["date"])  # not disconnected
+        if (again - first).total_seconds() > grace:
+            break
+    ack = await user.send_text("and still here")
     await waiter.expect("message_text", id=ack["id"])
 
 
@@ -86,12 +104,12 @@ async def test_idle_queued_user_leaves_the_queue(make_server: MakeServer) -> Non
 
 
 async def test_no_auth_within_auth_timeout_closes_4401(make_server: MakeServer) -> None:
-    srv = make_server(auth_timeout=0.5)
+    srv = make_server(auth_timeout=2.0)  # `ok` has 2 s to authenticate
+    ok = await srv.user()  # opened first: its timer, were it not cancelled, fires first
     lazy = await srv.open("user")
     lazy_waiter = await srv.open("waiter")
-    ok = await srv.user()
-    await lazy.expect_closed(4401, timeout=5)
-    await lazy_waiter.expect_closed(4401, timeout=5)
+    await lazy.expect_closed(4401, timeout=8)  # 8 s: the setting, not the default (10 s)
+    await lazy_waiter.expect_closed(4401, timeout=8)
     await ok.send({"type": "connect"})  # an authenticated socket is not affected
     await ok.expect("connect_queue")
 
@@ -205,13 +223,14 @@ async def test_cleanly_closed_waiter_socket_also_requeues(make_server: MakeServe
 
 
 async def test_waiter_resumes_within_grace(make_server: MakeServer) -> None:
-    srv = make_server(max_users_per_waiter=5, resume_grace=3)
+    srv = make_server(max_users_per_waiter=5, resume_grace=30)
     who = person("waiter")
     w = await srv.waiter(who, label="w-old")
     u0 = await srv.user(label="u0")
     await pair(u0, w)
     w.abort()
-    await asyncio.sleep(0.2)  # let the server see the drop: this is a resume, not a kickout
+    # the server saw the drop: this is a resume, not a kickout
+    await srv.until("the waiter's drop seen", lambda d: d["online_waiter_num"] == 0)
     w2 = await srv.open("waiter", "w-new")
     await w2.auth(who)
     frame = await w2.expect("new_connection", from_=u0.uuid)
@@ -233,9 +252,11 @@ async def test_waiter_grace_runs_out_then_users_are_requeued(make_server: MakeSe
     w = await srv.waiter()
     u0 = await srv.user(label="u0")
     await pair(u0, w)
+    dropped = time.time()  # the server sees the drop after this
     w.abort()
-    await u0.expect_nothing(0.2)  # within the grace: nothing changes for the user
-    await u0.expect("disconnected", from_=w.uuid, timeout=5)
+    # within the grace nothing changes for the user: its next frame comes after it
+    gone = await u0.expect("disconnected", from_=w.uuid, timeout=5)
+    assert check_date(gone["date"]).timestamp() >= dropped + 0.5 - TICK, gone
     await u0.expect("connect_queue", payload={"location": 0})
 
 
@@ -243,14 +264,15 @@ async def test_waiter_grace_runs_out_then_users_are_requeued(make_server: MakeSe
 
 
 async def test_user_resumes_conversation_within_grace(make_server: MakeServer) -> None:
-    srv = make_server(resume_grace=2)
+    srv = make_server(resume_grace=30)
     waiter = await srv.waiter()
     who = person("user")
     old = await srv.user(who, label="user-old")
     await pair(old, waiter)
     old_uuid = old.uuid
     old.abort()
-    await asyncio.sleep(0.2)  # let the server see the drop (users may have several sockets)
+    # the server saw the drop (users may have several sockets)
+    await srv.until("the user's drop seen", lambda d: d["online_user_num"] == 0)
 
     new = await srv.open("user", "user-new")
     await new.auth(who)
@@ -269,7 +291,7 @@ async def test_user_resumes_conversation_within_grace(make_server: MakeServer) -
 
 
 async def test_user_resume_replays_messages_after_last_id(make_server: MakeServer) -> None:
-    srv = make_server(resume_grace=2)
+    srv = make_server(resume_grace=30)
     waiter = await srv.waiter()
     who = person("user")
     old = await srv.user(who, label="user-old")
@@ -283,7 +305,8 @@ async def test_user_resume_replays_messages_after_last_id(make_server: MakeServe
     for ack in answers:
         await old.expect("message_text", id=ack["id"])
     old.abort()
-    await asyncio.sleep(0.2)  # let the server see the drop (users may have several sockets)
+    # the server saw the drop (users may have several sockets)
+    await srv.until("the user's drop seen", lambda d: d["online_user_num"] == 0)
 
     new = await srv.open("user", "user-new")
     await new.auth(who, last_id=mine["id"])
@@ -304,7 +327,7 @@ async def test_user_resume_replays_messages_after_last_id(make_server: MakeServe
 
 
 async def test_user_resume_keeps_the_queue_place(make_server: MakeServer) -> None:
-    srv = make_server(resume_grace=2, max_users_per_waiter=1)
+    srv = make_server(resume_grace=30, max_users_per_waiter=1)
     waiter = await srv.waiter()
     u0 = await srv.user(label="u0")
     await pair(u0, waiter)
@@ -335,9 +358,11 @@ async def test_user_grace_runs_out_then_the_conversation_ends(make_server: MakeS
     user = await srv.user()
     await pair(user, waiter)
     uid = user.uuid
+    dropped = time.time()  # the server sees the drop after this
     user.abort()
-    await waiter.expect_nothing(0.2)
-    await waiter.expect("disconnected", from_=uid, timeout=5)
+    # nothing within the grace: the waiter's next frame comes after it
+    gone = await waiter.expect("disconnected", from_=uid, timeout=5)
+    assert check_date(gone["date"]).timestamp() >= dropped + 0.5 - TICK, gone
     # the same account coming back later starts over: no conversation
     assert user.person is not None
     again = await srv.user(user.person)

@@ -7,9 +7,13 @@ database and what the clients saw are compared:
 
 * acked but not stored, stored twice, stored but never delivered to the
   recipient (live or by replay), conversations lost, queue reordered: all 0;
-* for information: duplicate deliveries (allowed: clients dedupe by id),
-  deliveries out of id order, resends that found their message already
-  stored ("recovered", Jepsen's indeterminate-but-present).
+* a message delivered in two sessions of a client (each resumes after the
+  newest id it got), or twice or out of id order on a socket that did not
+  begin with a replay: 0;
+* for information: duplicate and out-of-order deliveries on a resumed
+  socket (allowed there: the replay and live messages may overlap and
+  interleave; clients dedupe and sort by id), resends that found their
+  message already stored ("recovered", Jepsen's indeterminate-but-present).
 
 CI size: 20 pairs (waiters with one seat) and 5 queued users, 4 kills.
 KEFU_SLOW_TESTS=1: 20 pairs, 12 kills, longer runs between them.
@@ -68,6 +72,8 @@ class Agent:
     texts: dict[str, str] = field(default_factory=dict)  # every op_id ever made -> text
     acks: dict[str, list[str]] = field(default_factory=dict)  # op_id -> ids acked (each time)
     received: list[str] = field(default_factory=list)  # ids from the peer, every delivery
+    deliveries: list[tuple[int, str]] = field(default_factory=list)  # (session, id) of each
+    replaying: set[int] = field(default_factory=set)  # sessions that began with `last_id`
     last_peer_id: str | None = None
     locations: list[tuple[int, int]] = field(default_factory=list)  # (epoch, location)
     sessions: int = 0
@@ -117,6 +123,7 @@ class Agent:
             auth: dict[str, Any] = {"token": token_of(self.who)}
             if self.last_peer_id is not None:
                 auth["last_id"] = self.last_peer_id
+                self.replaying.add(self.sessions)
             await ws.send(json.dumps({"type": "auth", "payload": auth}))
             first = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert first["type"] == "auth_success", first
@@ -160,13 +167,14 @@ class Agent:
         kind = frame["type"]
         self.recent = [*self.recent[-7:], frame]
         if kind in ("message_text_success", "message_image_success"):
-            op = frame.get("op_id")
+            op: str = frame.get("op_id") or ""
             if op in self.pending:
                 del self.pending[op]
             self.inflight.discard(op)
             self.acks.setdefault(op, []).append(frame["id"])
         elif kind in ("message_text", "message_image"):
             self.received.append(frame["id"])
+            self.deliveries.append((self.sessions, frame["id"]))
             if self.last_peer_id is None or frame["id"] > self.last_peer_id:
                 self.last_peer_id = frame["id"]
         elif kind == "connect_success":
@@ -188,8 +196,7 @@ class Agent:
         elif kind == "error":
             status = frame["payload"]["status"]
             self.refused[status] += 1
-            op = frame.get("op_id")
-            self.inflight.discard(op)
+            self.inflight.discard(frame.get("op_id") or "")
             if status == 100002 and self.side == "waiter":
                 self.ready.clear()  # our user's socket changed: wait for new_connection
             elif status == 100006:
@@ -371,21 +378,34 @@ async def test_sigkill_chaos_loses_nothing(kefu_server: Any) -> None:
     stored_twice = sum(n - 1 for n in text_count.values() if n > 1)
     unknown = sum(1 for r in rows if r[2] not in agent_of or r[5] not in agent_of[r[2]].texts)
 
+    # A resumed socket gets the replay of what came after its `last_id` and, from its
+    # auth on, live messages too: the two may overlap (a message committed while the
+    # replay reads is sent both ways) and interleave. Clients dedupe and sort by id, so
+    # that is allowed in a session that began with a replay, and nowhere else: never
+    # twice across sessions (each resumes after the newest id it got), never out of
+    # order or twice on a socket that had no replay.
     undelivered = 0
     duplicate_deliveries = 0
     out_of_order = 0
+    twice_across_sessions = 0
+    disorder_without_replay = 0
     for a in talkers:
         got = Counter(a.received)
         duplicate_deliveries += sum(n - 1 for n in got.values())
-        highest = ""
-        seen: set[str] = set()
-        for mid in a.received:
-            if mid in seen:
-                continue
-            seen.add(mid)
-            if mid < highest:
-                out_of_order += 1
-            highest = max(highest, mid)
+        sessions_of: dict[str, set[int]] = {}
+        for session, mid in a.deliveries:
+            sessions_of.setdefault(mid, set()).add(session)
+        twice_across_sessions += sum(1 for s in sessions_of.values() if len(s) > 1)
+        highest: dict[int, str] = {}
+        seen: set[tuple[int, str]] = set()
+        for session, mid in a.deliveries:
+            again = (session, mid) in seen
+            late = not again and mid < highest.get(session, "")
+            out_of_order += late
+            if (again or late) and session not in a.replaying:
+                disorder_without_replay += 1
+            seen.add((session, mid))
+            highest[session] = max(highest.get(session, ""), mid)
     received_by = {a.who.id: set(a.received) for a in talkers}
     for r in rows:
         if r[0] not in received_by.get(r[3], set()):
@@ -393,8 +413,8 @@ async def test_sigkill_chaos_loses_nothing(kefu_server: Any) -> None:
 
     conversations_lost = 0
     for w in waiters:
+        assert w.partner is not None
         u = w.partner
-        assert u is not None
         convs = db_rows(
             srv.db_path,
             "SELECT id, waiter_id, closed_at FROM conversations WHERE user_id = ?",
@@ -431,8 +451,10 @@ async def test_sigkill_chaos_loses_nothing(kefu_server: Any) -> None:
         "info_ops_resent": sum(1 for a in talkers for n in a.sends.values() if n > 1),
         "info_unacked_at_a_kill": indeterminate,
         "info_of_which_already_stored": recovered,
-        "info_duplicate_deliveries": duplicate_deliveries,
-        "info_out_of_order_deliveries": out_of_order,
+        "delivered_in_two_sessions": twice_across_sessions,
+        "twice_or_out_of_order_without_a_replay": disorder_without_replay,
+        "info_duplicate_deliveries_during_a_replay": duplicate_deliveries,
+        "info_out_of_order_deliveries_during_a_replay": out_of_order,
         "info_new_connection_with_empty_from": sum(w.empty_from for w in waiters),
         "info_sessions": sum(a.sessions for a in [*talkers, *extra]),
         "info_error_statuses": dict(sum((a.refused for a in talkers), Counter())),
@@ -450,3 +472,5 @@ async def test_sigkill_chaos_loses_nothing(kefu_server: Any) -> None:
     assert report["conversations_lost"] == 0, report
     assert report["queue_reordered"] == 0, report
     assert report["queue_places_lost"] == 0, report
+    assert report["delivered_in_two_sessions"] == 0, report
+    assert report["twice_or_out_of_order_without_a_replay"] == 0, report

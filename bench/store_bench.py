@@ -280,8 +280,8 @@ async def settle(store: SqliteStore, sustained: bool) -> None:
     """Between runs: commit everything and, unless `sustained`, empty the WAL.
 
     Under a steady stream of commits the WAL fills up and starts over as the
-    store's checkpointer goes (see `kefu.store.sqlite_loop.Checkpointer`); emptying
-    it here makes every run start from the same state.
+    store's checkpointer goes (see `kefu.store.sqlite.checkpointer.Checkpointer`);
+    emptying it here makes every run start from the same state.
     """
     await store.flush()
     if sustained:

@@ -66,6 +66,8 @@ def _table_of(change: Any) -> str | None:
     """The table an autogenerate difference is about."""
     if isinstance(change, list):
         return str(change[0][2])
+    if change[0] in ("add_table", "remove_table"):
+        return str(change[1].name)
     obj = change[-1] if change[0] != "add_column" else change[3]
     table = getattr(obj, "table", None)
     if table is not None:
@@ -89,8 +91,11 @@ def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
     assert columns == [("modify_type", None, "messages", "op_id")]
     # 0004's accounts columns and constraints are gone too; nothing else differs
     accounts = [d for d in diff if _table_of(d) == "accounts"]
-    assert {_table_of(d) for d in diff} == {"messages", "accounts"}
-    assert len(indexes) + len(columns) + len(accounts) == len(diff)
+    # and so is 0005's leader_epoch table
+    epoch = [d for d in diff if _table_of(d) == "leader_epoch"]
+    assert [d[0] for d in epoch] == ["add_table"]
+    assert {_table_of(d) for d in diff} == {"messages", "accounts", "leader_epoch"}
+    assert len(indexes) + len(columns) + len(accounts) + len(epoch) == len(diff)
     upgrade(fresh_db)
     assert _diff_and_version(fresh_db) == ([], head())
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from kefu.ids import IdGenerator
-from kefu.store import sqlite_loop as sqlite_store
 from kefu.store.migrate import upgrade
 from kefu.store.sqlite import SqliteStore
+from kefu.store.sqlite import checkpointer as sqlite_store
 
 from .conftest import ALICE, BOB
 from .test_contract import appended, message, open_conversation

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 
 from kefu.ids import IdGenerator
-from kefu.store import sqlite_loop as sqlite_store
 from kefu.store.base import Account, Appended, NewMessage
 from kefu.store.migrate import upgrade
-from kefu.store.sqlite import SqliteBackend, SqliteStore
-from kefu.store.sqlite_loop import OnTheLoop
+from kefu.store.sqlite import SqliteBackend, SqliteStore, on_loop
+from kefu.store.sqlite import checkpointer as sqlite_store
+from kefu.store.sqlite.on_loop import OnTheLoop
 
 from .conftest import ALICE, BOB
 from .test_contract import append_all, message, open_conversation
@@ -203,7 +203,7 @@ async def held_writer(
     tmp_path: Path, monkeypatch: Any, hold_timeout: float
 ) -> AsyncIterator[tuple[OnTheLoop, NewMessage]]:
     """An open on-loop writer with `HOLD_TIMEOUT` set, and a message for it; closed after."""
-    monkeypatch.setattr(sqlite_store, "HOLD_TIMEOUT", hold_timeout)
+    monkeypatch.setattr(on_loop, "HOLD_TIMEOUT", hold_timeout)
     writer, cid = on_the_loop(tmp_path)
     await writer.open()
     try:

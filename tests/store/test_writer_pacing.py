@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from kefu.store.aiowriter import AsyncWriter
 from kefu.store.base import Appended, NewMessage
-from kefu.store.writer import WriteOp
+from kefu.store.writer import AsyncWriter, WriteOp
 
 
 class Backend:

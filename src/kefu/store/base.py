@@ -36,7 +36,19 @@ class AccountExists(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database refused or failed a write; nothing of that batch was committed."""
+    """The database refused or failed the work (a write: nothing of its batch was committed)."""
+
+
+class Fenced(StoreError):
+    """A write guarded by a leader epoch found a newer epoch claimed: it was not committed.
+
+    Raised by `flush` (and given, inside `StoreUnavailable`, to the messages of
+    the batch); the store also calls its `on_fenced(epoch)`.
+    """
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"leader epoch {epoch} is no longer the stored one")
+        self.epoch = epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +76,7 @@ class Account:
 
 
 # NewMessage and Appended are made for every message: not frozen, since a frozen
-# dataclass's __init__ costs about five times as much (one object.__setattr__ a field).
+# dataclass's __init__ sets every field through object.__setattr__.
 @dataclass(slots=True)
 class NewMessage:
     id: str  # fixed-width, time-ordered (kefu.ids)
@@ -156,6 +168,9 @@ AppendDone = Callable[[Appended | BaseException], None]
 
 
 class Store(Protocol):
+    on_fenced: Callable[[int], None] | None
+    """Called on the loop with the epoch, once for every batch a newer epoch fenced."""
+
     async def start(self) -> None:
         """Open connections and start the writer. The schema must already be migrated."""
 
@@ -166,8 +181,20 @@ class Store(Protocol):
     def append(self, message: NewMessage, done: AppendDone) -> None:
         """Queue a message. `done` runs on the loop after its batch commits (or failed)."""
 
-    def write(self, record: LifecycleWrite) -> None:
-        """Queue a lifecycle record, in the same FIFO as messages (never awaited)."""
+    def write(self, record: LifecycleWrite, epoch: int | None = None) -> None:
+        """Queue a lifecycle record, in the same FIFO as messages (never awaited).
+
+        With an `epoch` (a cluster's leader), its batch commits only while the
+        stored epoch is still `epoch` (checked in the same transaction); if it
+        is not, the batch fails with `Fenced`, the record is dropped and
+        `on_fenced(epoch)` runs. Without one, nothing is checked.
+        """
+
+    async def claim_epoch(self, epoch: int) -> bool:
+        """Store `epoch` if it is greater than the stored one; False (nothing changed) if not.
+
+        Goes through the writer's FIFO, after everything queued before it.
+        """
 
     async def flush(self) -> None:
         """Return once everything queued before the call is committed."""

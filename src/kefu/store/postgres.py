@@ -1,6 +1,6 @@
 """PostgreSQL store: asyncpg for the message path, SQLAlchemy (asyncpg dialect) for the rest.
 
-* The **writer** is one asyncpg connection owned by `aiowriter.AsyncWriter`:
+* The **writer** is one asyncpg connection owned by `AsyncWriter`:
   the same group commit as SQLite, one transaction per batch. A run of
   consecutive messages in a batch is one statement
   (`INSERT ... SELECT FROM unnest(...) ON CONFLICT (sender_id, op_id) DO
@@ -13,7 +13,12 @@
 * **Reads** and account writes run the portable functions of `queries.py`
   through `AsyncConnection.run_sync` on a pooled `postgresql+asyncpg`
   engine (`pool_pre_ping`, so connections a restart killed are replaced).
-  Connection errors there become `StoreUnavailable`.
+  Driver and connection errors there become `StoreUnavailable` (`StoreEdge`).
+* A `CheckEpoch` (a leader's guarded records) is an `UPDATE` of the one
+  `leader_epoch` row that must match: its row lock, held to the commit,
+  orders the batch against a concurrent `claim_epoch` of another node, which
+  updates the same row (READ COMMITTED re-reads a row it waited for, so a
+  check that waited for a newer claim finds it and fails).
 
 Limits: the schema must be migrated (`kefu db upgrade`). `busy_timeout` is
 PostgreSQL's `lock_timeout` for the writer. Several nodes may share the
@@ -33,20 +38,18 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import asyncpg
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.core.model import AccountKind
 from kefu.store import queries
-from kefu.store.aiowriter import AsyncWriter
 from kefu.store.base import (
     Account,
-    AppendDone,
     Appended,
     Conversation,
+    Fenced,
     HistoryEntry,
-    LifecycleWrite,
     NewMessage,
     OpenState,
     SessionEntry,
@@ -54,8 +57,16 @@ from kefu.store.base import (
     StoreError,
     StoreUnavailable,
 )
+from kefu.store.edge import StoreEdge
 from kefu.store.tables import from_us, metadata, to_us
-from kefu.store.writer import SetRate, WriteOp, message_runs
+from kefu.store.writer import (
+    AsyncWriter,
+    CheckEpoch,
+    ClaimEpoch,
+    SetRate,
+    WriteOp,
+    message_runs,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,14 +97,19 @@ _CLOSE = (
     " WHERE id = $4 AND closed_at IS NULL"
 )
 _RATE = "UPDATE conversations SET rate = $1 WHERE id = $2 AND rate IS NULL"
+_CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = $1"
+_CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = $1 WHERE id = 1 AND epoch < $1"
 
+# A value too long for its column, or not valid for its type, is an item error
+# like a constraint: the batch is run again item by item and only that item fails.
 _ITEM_ERRORS = (
     asyncpg.IntegrityConstraintViolationError,
-    asyncpg.DataError,
+    asyncpg.DataError,  # StringDataRightTruncationError and the other SQLSTATE 22xxx
     TypeError,
-    ValueError,
+    ValueError,  # asyncpg's own DataError: a parameter it could not encode
     AttributeError,
 )
+DRIVER_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def urls(database_url: str) -> tuple[str, str]:
@@ -120,7 +136,7 @@ def _text(payload: bytes | str) -> str:
 
 
 class PgBackend:
-    """The SQL of the write path on one asyncpg connection (see `aiowriter.AsyncBatchBackend`)."""
+    """The SQL of the write path on one asyncpg connection (an `AsyncBatchBackend`)."""
 
     def __init__(self, dsn: str, *, lock_timeout: float, connect_timeout: float = 5.0) -> None:
         self.dsn = dsn
@@ -177,7 +193,7 @@ class PgBackend:
                     return [await self._isolated(conn, op) for op in ops]
                 return await self._run(conn, ops)
         except Exception as exc:
-            if not self.is_item_error(exc):
+            if not self.is_item_error(exc) and not isinstance(exc, StoreError):
                 await self.close()  # a clean connection for the next batch
             raise
 
@@ -249,12 +265,17 @@ class PgBackend:
             case SetRate(cid, rate):
                 status = await conn.execute(_RATE, rate, cid)
                 return status.endswith(" 1")
+            case CheckEpoch(epoch):
+                if await conn.execute(_CHECK_EPOCH, epoch) != "UPDATE 1":
+                    raise Fenced(epoch)
+            case ClaimEpoch(epoch):
+                return bool(await conn.execute(_CLAIM_EPOCH, epoch) == "UPDATE 1")
             case _:
                 raise TypeError(f"unknown write op {op!r}")
         return None
 
 
-class PostgresStore:
+class PostgresStore(StoreEdge):
     """The `Store` protocol on PostgreSQL (see the module docstring for limits)."""
 
     def __init__(
@@ -272,11 +293,13 @@ class PostgresStore:
         self._pool_size = pool_size
         self.backend = PgBackend(self.dsn, lock_timeout=busy_timeout)
         # ~2 minutes of retries (2 s apart at most) for lifecycle records: a restart passes
-        self.writer = AsyncWriter(self.backend, max_batch=max_batch, max_attempts=70)
+        super().__init__(
+            AsyncWriter(self.backend, max_batch=max_batch, max_attempts=70), DRIVER_ERRORS
+        )
         self._engine: AsyncEngine | None = None
 
     async def start(self) -> None:
-        await self.writer.start()
+        await self.guarded(self.writer.start())
         self._engine = create_async_engine(
             self.sa_url,
             pool_pre_ping=True,
@@ -293,19 +316,6 @@ class PostgresStore:
             await self._engine.dispose()
             self._engine = None
 
-    # -- write path -----------------------------------------------------------
-    def append(self, message: NewMessage, done: AppendDone) -> None:
-        self.writer.append(message, done)
-
-    def write(self, record: LifecycleWrite) -> None:
-        self.writer.write(record)
-
-    async def flush(self) -> None:
-        await self.writer.flush()
-
-    async def rate(self, conversation_id: str, rate: int) -> bool:
-        return bool(await self.writer.call(SetRate(conversation_id, rate)))
-
     # -- cold path ------------------------------------------------------------
     async def _run(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -313,13 +323,9 @@ class PostgresStore:
         engine = self._engine
         if engine is None:
             raise StoreError("store is not started")
-        try:
+        with self.translated():
             async with engine.connect() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
-        except StoreError:
-            raise
-        except (DBAPIError, InterfaceError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def create_account(self, account: Account) -> Account:
         return await self._run(queries.create_account, account, self._clock())

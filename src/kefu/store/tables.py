@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     ForeignKey,
     Index,
@@ -103,6 +104,19 @@ messages = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("sender_id", "op_id", name="uq_messages_sender_id_op_id"),
     Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+)
+
+# One row (id 1): the epoch of the cluster's latest leader. A leader stores its
+# epoch when it takes over (`Store.claim_epoch`), and each batch of its lifecycle
+# records checks, in the same transaction, that the stored epoch is still its
+# own; a leader that lost its lease can then no longer write. Migration 0005
+# inserts the row with epoch 0.
+leader_epoch = Table(
+    "leader_epoch",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
 )
 
 

@@ -1,85 +1,48 @@
-"""SQLite store: one writer connection for the write path, pooled connections for reads.
+"""The SQL of the SQLite write path: one stdlib `sqlite3` connection, run by a writer.
 
-* The **writer** is a stdlib `sqlite3` connection: WAL, `synchronous` NORMAL (a
-  commit survives a process crash, the last ones may be lost on power loss) or
-  FULL (durable), `busy_timeout`, foreign keys on, a page cache of
-  `WRITER_CACHE_KIB`. With NORMAL it runs on the event loop (`sqlite_loop.OnTheLoop`,
-  driven by `aiowriter.AsyncWriter`; WAL checkpoints run in a thread), with
-  FULL on the group-commit thread (`writer.ThreadWriter`). Each batch is one
-  `BEGIN IMMEDIATE ... COMMIT`, in which every run of consecutive messages is
-  one `executemany` of `INSERT ... ON CONFLICT (sender_id, op_id) DO NOTHING`;
-  the messages are looked up one by one only when that skipped some (a
-  resent op_id).
-* **Reads** and account writes run the portable SQLAlchemy Core functions of
-  `queries.py` on a pooled sync engine in `asyncio.to_thread`; in WAL mode they
-  never block the writer and see only committed data. Reads do not wait for
-  queued writes: `await store.flush()` first to read your own writes.
-* `rate` goes through the writer FIFO, so it is ordered after the lifecycle
-  records queued before it.
-* **WAL checkpoints** with NORMAL: the writer on the loop never checkpoints (a
-  checkpoint fsyncs). `sqlite_loop.Checkpointer` copies the WAL into the
-  database with PASSIVE checkpoints from a thread of its own, and once the WAL
-  holds `WAL_RESTART_BYTES` it catches up and holds the writer for the last
-  few frames (a few ms on a disk that keeps up, 9-21 ms measured on a slow
-  one; a batch waits at most `HOLD_TIMEOUT`) so that the WAL starts over,
-  instead of growing for as long as writes go on. With FULL the writer thread
-  runs SQLite's automatic checkpoints after its commits, which catch up by
-  themselves.
+`SqliteBackend` is the `BatchBackend` of both SQLite writers: the writer
+thread (synchronous=FULL) calls it directly, the on-loop runner
+(`on_loop.OnTheLoop`, synchronous=NORMAL) from the event loop. Its connection
+is in WAL mode with the store's `synchronous`, `busy_timeout`, foreign keys on
+and a page cache of `WRITER_CACHE_KIB`. Each batch is one `BEGIN IMMEDIATE ...
+COMMIT`, in which every run of consecutive messages is one `executemany` of
+`INSERT ... ON CONFLICT (sender_id, op_id) DO NOTHING`; the messages are looked
+up one by one only when that skipped some (a resent op_id). A `CheckEpoch`
+is an `UPDATE` of the one `leader_epoch` row, which BEGIN IMMEDIATE has
+already serialized against every other writer of the file.
 
-Limits: one process should own a database file (the writer is the only
-message writer; a second process would contend for the write lock through
-`busy_timeout`). `:memory:` databases are refused (the writer and the readers
-need to share the file). Foreign keys are enforced (as PostgreSQL will), so
-conversations and queue entries need their accounts, and messages their
-conversation. A read that keeps one snapshot open keeps the WAL from starting
-over while it lasts, and a writer committing as fast as it can fills the WAL to
-several times `WAL_RESTART_BYTES` between restarts (see `sqlite_loop`).
+Limits: the connection belongs to whoever drives the writer (one thread, or
+the loop); `read_account` uses it too, so only from there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.core.model import AccountKind
-from kefu.store import queries
-from kefu.store.aiowriter import AsyncWriter
-from kefu.store.base import (
-    Account,
-    AccountExists,
-    AppendDone,
-    Appended,
-    Conversation,
-    HistoryEntry,
-    LifecycleWrite,
-    NewMessage,
-    OpenState,
-    SessionEntry,
-    StoredMessage,
-    StoreError,
-)
-from kefu.store.sqlite_loop import Checkpointer, CheckpointStats, OnTheLoop
+from kefu.store.base import Account, Appended, Fenced, NewMessage, StoreError
 from kefu.store.tables import from_us, metadata, to_us
-from kefu.store.writer import SetRate, ThreadWriter, UpsertAccount, WriteOp, message_runs
+from kefu.store.writer import (
+    CheckEpoch,
+    ClaimEpoch,
+    SetRate,
+    UpsertAccount,
+    WriteOp,
+    message_runs,
+)
 
 # The writer's page cache (SQLite's default is 2 MiB). It holds every page the
 # largest batch dirties, so none is written to the WAL before the commit and
 # again in it, and keeps the index pages that inserts touch.
 WRITER_CACHE_KIB = 16384
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, type, sender_id, receiver_id, payload, op_id,"
@@ -120,6 +83,8 @@ _CLOSE = (
     " WHERE id = ? AND closed_at IS NULL"
 )
 _RATE = "UPDATE conversations SET rate = ? WHERE id = ? AND rate IS NULL"
+_CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = ?"
+_CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = ? WHERE id = 1 AND epoch < ?"
 
 _ITEM_ERRORS = (
     sqlite3.IntegrityError,
@@ -189,6 +154,8 @@ class SqliteBackend:
             CloseConversation: self._close,
             SetRate: self._rate,
             UpsertAccount: self._upsert,
+            ClaimEpoch: self._claim_epoch,
+            CheckEpoch: self._check_epoch,
         }
 
     def open(self) -> None:
@@ -361,6 +328,15 @@ class SqliteBackend:
             return False
         return True
 
+    def _claim_epoch(self, r: ClaimEpoch) -> bool:
+        assert self._cur is not None
+        return self._cur.execute(_CLAIM_EPOCH, (r.epoch, r.epoch)).rowcount == 1
+
+    def _check_epoch(self, r: CheckEpoch) -> None:
+        assert self._cur is not None
+        if self._cur.execute(_CHECK_EPOCH, (r.epoch,)).rowcount != 1:
+            raise Fenced(r.epoch)
+
     def read_account(self, by: str, value: str) -> Account | None:
         """One account by `id`, local `username` or `external` id, on the writer's connection."""
         assert self._cur is not None
@@ -369,151 +345,3 @@ class SqliteBackend:
             return None
         kind = AccountKind(row[6])
         return Account(row[0], row[1], row[2], row[3], row[4] or "", row[5], kind, row[7])
-
-
-class SqliteStore:
-    """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
-
-    def __init__(
-        self,
-        url: str,
-        synchronous: str = "NORMAL",
-        *,
-        busy_timeout: float = 5.0,
-        max_batch: int = 512,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        synchronous = synchronous.upper()
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
-        self.path = os.path.abspath(sqlite_path(url))
-        self.busy_timeout = busy_timeout
-        self._clock = clock
-        self.backend = SqliteBackend(self.path, synchronous, busy_timeout)
-        self.inline = synchronous == "NORMAL"
-        self.checkpoint_stats = CheckpointStats()  # stays zero with synchronous=FULL
-        self.writer: AsyncWriter | ThreadWriter
-        self._checkpoints: Checkpointer | None = None
-        if self.inline:
-            on_loop = OnTheLoop(self.backend)
-            self.writer = AsyncWriter(on_loop, max_batch=max_batch)
-            self._checkpoints = Checkpointer(self.path, on_loop, self.checkpoint_stats)
-        else:
-            self.writer = ThreadWriter(self.backend, max_batch=max_batch)
-        self._engine: Engine | None = None
-        self._checkpointer: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.writer.start()
-        if self._checkpoints is not None:
-            self._checkpointer = asyncio.get_running_loop().create_task(
-                self._checkpoints.run(), name="kefu-sqlite-checkpoints"
-            )
-        engine = create_engine(
-            URL.create("sqlite", database=self.path),
-            hide_parameters=True,  # errors must not carry message bodies into logs
-            connect_args={"check_same_thread": False, "timeout": self.busy_timeout},
-        )
-        event.listen(engine, "connect", self._on_connect)
-        self._engine = engine
-
-    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        dbapi_connection.execute("PRAGMA foreign_keys=ON")
-
-    async def close(self) -> None:
-        checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None:
-            checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpointer
-        await self.writer.stop()
-        try:
-            if self.inline and os.path.exists(self.path):
-                await asyncio.to_thread(self._truncate_wal)  # it fsyncs: not on the loop
-        finally:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
-
-    def _truncate_wal(self) -> None:
-        """Copy the whole WAL into the database and empty it, to leave a small WAL behind."""
-        with contextlib.suppress(sqlite3.Error):
-            con = sqlite3.connect(self.path, timeout=self.busy_timeout)
-            try:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                con.close()
-
-    # -- write path -----------------------------------------------------------
-    def append(self, message: NewMessage, done: AppendDone) -> None:
-        self.writer.append(message, done)
-
-    def write(self, record: LifecycleWrite) -> None:
-        self.writer.write(record)
-
-    async def flush(self) -> None:
-        await self.writer.flush()
-
-    async def rate(self, conversation_id: str, rate: int) -> bool:
-        return bool(await self.writer.call(SetRate(conversation_id, rate)))
-
-    # -- cold path ------------------------------------------------------------
-    async def _run(
-        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        engine = self._engine
-        if engine is None:
-            raise StoreError("store is not started")
-
-        def call() -> T:
-            with engine.connect() as conn:
-                return fn(conn, *args, **kwargs)
-
-        return await asyncio.to_thread(call)
-
-    async def create_account(self, account: Account) -> Account:
-        return await self._run(queries.create_account, account, self._clock())
-
-    async def get_account(self, account_id: str) -> Account | None:
-        if self.inline and self.backend.connected:  # an indexed lookup: no thread hop
-            return self.backend.read_account("id", account_id)
-        return await self._run(queries.get_account, account_id)
-
-    async def get_account_by_username(
-        self, username: str, kind: AccountKind = AccountKind.LOCAL
-    ) -> Account | None:
-        if self.inline and self.backend.connected and kind is AccountKind.LOCAL:
-            return self.backend.read_account("username", username)
-        return await self._run(queries.get_account_by_username, username, kind)
-
-    async def get_external_account(self, external_id: str) -> Account | None:
-        if self.inline and self.backend.connected:
-            return self.backend.read_account("external", external_id)
-        return await self._run(queries.get_external_account, external_id)
-
-    async def upsert_account(self, account: Account) -> None:
-        """Through the writer, so a burst of new accounts shares one commit."""
-        if account.kind is not AccountKind.EXTERNAL or account.external_id is None:
-            raise ValueError("only external accounts are upserted (from host tokens)")
-        if not await self.writer.call(UpsertAccount(account, self._clock())):
-            raise AccountExists(f"account {account.id!r} / {account.username!r} is taken")
-
-    async def history(
-        self, user_id: str, before: str | None = None, limit: int = 100
-    ) -> list[HistoryEntry]:
-        return await self._run(queries.history, user_id, before, limit)
-
-    async def sessions(self, waiter_id: str, limit: int = 100) -> list[SessionEntry]:
-        return await self._run(queries.sessions, waiter_id, limit)
-
-    async def latest_conversation(self, user_id: str) -> Conversation | None:
-        return await self._run(queries.latest_conversation, user_id)
-
-    async def messages_after(
-        self, conversation_id: str, after_id: str, limit: int = 1000
-    ) -> list[StoredMessage]:
-        return await self._run(queries.messages_after, conversation_id, after_id, limit)
-
-    async def load_open_state(self) -> OpenState:
-        return await self._run(queries.load_open_state)

@@ -1,29 +1,28 @@
-"""The group-commit writer as an asyncio task, for asyncio database drivers (asyncpg).
+"""The group-commit writer as an asyncio task, for asyncio drivers (asyncpg) and on-loop SQLite.
 
-Same FIFO, batching and failure policy as `writer.ThreadWriter` (read its
-docstring): the first queued item plus whatever else is queued (at most
-`max_batch`) runs as one transaction; after the commit every `done` of the
-batch runs, in submission order, on the loop. It reuses the item types and
-`settle_success` / `settle_failure`, so the two writers cannot drift apart.
-The difference is only the driver: the backend's methods are coroutines and
-the writer is one task, woken by an `asyncio.Event`, instead of a thread.
+Same FIFO, batching and failure policy as `ThreadWriter` (see the package
+docstring, `kefu.store.writer`): the first queued item plus whatever else is
+queued (at most `max_batch`) runs as one transaction; after the commit every
+item of the batch is settled, in submission order, on the loop. Only the
+driving differs: the backend's methods are coroutines and the writer is one
+task, woken by an `asyncio.Event`, instead of a thread.
 
 Pacing: a batch starts at most once per `commit_interval` (1 ms by default)
 unless a full batch is already waiting. Each commit has a fixed cost (for
 SQLite, the WAL pages of every B-tree it touched), so at a moderate rate
-single-message commits would cost several times more CPU per message than
-the batches of a saturated server, and that CPU is what queues the next
-messages. Waiting for the rest of the millisecond lets one commit carry
-what arrives meanwhile: an ack may come up to one interval later, in
-exchange for a server that stays far from saturation. An item that arrives
-after a quiet interval is committed at once.
+single-message commits would cost more CPU per message than the batches of a
+saturated server, and that CPU is what queues the next messages. Waiting for
+the rest of the interval lets one commit carry what arrives meanwhile: an ack
+may come up to one interval later, in exchange for a server that stays far
+from saturation. An item that arrives after a quiet interval is committed at
+once.
 
 Limits: all methods must be called on the loop that ran `start`. The FIFO is
 unbounded (backpressure is the caller's). Lifecycle records of a batch that
-failed as a whole are retried with exponential backoff (50 ms doubling, at
-most `retry_cap` seconds apart) up to `max_attempts` runs; new items queued
-meanwhile join the retried batch, so while the database is down messages get
-`StoreUnavailable` within about `retry_cap` seconds instead of waiting.
+failed as a whole are retried with exponential backoff (at most `retry_cap`
+seconds apart) up to `max_attempts` runs; new items queued meanwhile join the
+retried batch, so while the database is down messages get `StoreUnavailable`
+within about `retry_cap` seconds instead of waiting.
 """
 
 from __future__ import annotations
@@ -32,40 +31,29 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from kefu.store.base import AppendDone, LifecycleWrite, NewMessage, StoreUnavailable
-from kefu.store.writer import (
-    BatchSteps,
+from kefu.store.writer.batches import Batches
+from kefu.store.writer.items import (
+    Call,
     Callback,
     Item,
-    SetRate,
-    UpsertAccount,
-    WriteOp,
+    Marker,
+    Record,
     WriterStats,
-    _Call,
-    _Marker,
-    _Record,
-    _run_calls,
     retry_delay,
-    settle_failure,
-    settle_success,
+    run_callbacks,
 )
+from kefu.store.writer.ops import AsyncBatchBackend, ClaimEpoch, SetRate, UpsertAccount
 
-log = logging.getLogger(__name__)
-
-
-class AsyncBatchBackend(Protocol):
-    """The database side of `AsyncWriter` (see `writer.BatchBackend` for the contract)."""
-
-    async def open(self) -> None: ...
-    async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]: ...
-    def is_item_error(self, exc: BaseException) -> bool: ...
-    async def close(self) -> None: ...
+log = logging.getLogger("kefu.store.writer")
 
 
-class AsyncWriter(BatchSteps):
+class AsyncWriter:
+    """The group-commit writer as one task on the event loop."""
+
     def __init__(
         self,
         backend: AsyncBatchBackend,
@@ -75,20 +63,27 @@ class AsyncWriter(BatchSteps):
         retry_cap: float = 2.0,
         commit_interval: float = 0.001,
     ) -> None:
-        if max_batch < 1 or max_attempts < 1:
-            raise ValueError("max_batch and max_attempts must be at least 1")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.batches = Batches(max_attempts)
+        self.stats: WriterStats = self.batches.stats
         self._interval = commit_interval
-        self.stats = WriterStats()
         self._backend = backend
         self._max_batch = max_batch
-        self._max_attempts = max_attempts
         self._retry_cap = retry_cap
         self._queue: deque[Item] = deque()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._stopping = False
+
+    @property
+    def on_fenced(self) -> Callable[[int], None] | None:
+        return self.batches.on_fenced
+
+    @on_fenced.setter
+    def on_fenced(self, callback: Callable[[int], None] | None) -> None:
+        self.batches.on_fenced = callback
 
     # -- submitting ---------------------------------------------------------------
     async def start(self) -> None:
@@ -117,19 +112,21 @@ class AsyncWriter(BatchSteps):
             return
         self._put((message, done))
 
-    def write(self, record: LifecycleWrite) -> None:
+    def write(self, record: LifecycleWrite, epoch: int | None = None) -> None:
         if self._closed or self._loop is None:
             raise StoreUnavailable("store is not running")
-        self._put(_Record(record))
+        self._put(Record(record, epoch))
 
-    def call(self, op: SetRate | UpsertAccount) -> asyncio.Future[Any]:
+    def call(self, op: SetRate | UpsertAccount | ClaimEpoch) -> asyncio.Future[Any]:
+        """Queue `op`; the future gets the backend's result or `StoreUnavailable`."""
         future: asyncio.Future[Any] = self._running_loop().create_future()
-        self._put(_Call(op, future))
+        self._put(Call(op, future))
         return future
 
     async def flush(self) -> None:
+        """Return once everything queued before is settled; raise if its batch failed."""
         future: asyncio.Future[Any] = self._running_loop().create_future()
-        self._put(_Marker(future, stop=False))
+        self._put(Marker(future, stop=False))
         await future
 
     async def stop(self) -> None:
@@ -139,7 +136,7 @@ class AsyncWriter(BatchSteps):
             return
         self._closed = True
         marker: asyncio.Future[Any] = self._loop.create_future()
-        self._put(_Marker(marker, stop=True))
+        self._put(Marker(marker, stop=True))
         try:
             await self._task
         finally:
@@ -156,9 +153,10 @@ class AsyncWriter(BatchSteps):
     # -- the writer task --------------------------------------------------------------
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
+        batches = self.batches
         carry: list[Item] = []
         started = -self._interval
-        while not self._stopping:
+        while not batches.stopping:
             if not carry and not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
@@ -175,26 +173,25 @@ class AsyncWriter(BatchSteps):
             try:
                 calls, carry = await self._process(batch)
             except Exception as exc:  # a bug here must not kill the writer
-                log.exception("store writer failed on a batch")
-                calls, carry = settle_failure(batch, exc, 0, self.stats)
-            _run_calls(loop, calls)
+                calls, carry = batches.broken(batch, exc), []
+            run_callbacks(loop, calls)
             if carry:
                 await asyncio.sleep(retry_delay(carry, self._retry_cap))
 
     async def _process(self, batch: list[Item]) -> tuple[list[Callback], list[Item]]:
-        ops = self._begin(batch)
+        batches = self.batches
+        ops, checks = batches.begin(batch)
         if not ops:
-            return settle_success(batch, []), []
+            return batches.committed(batch, ops, [], False), []
         backend = self._backend
         try:
             results = await backend.execute(ops, False)
         except Exception as exc:
             if not backend.is_item_error(exc):
-                return self._failed(batch, exc)
-            self.stats.isolated += 1
+                return batches.failed(batch, exc)
+            batches.stats.isolated += 1
             try:
                 results = await backend.execute(ops, True)
             except Exception as exc2:
-                return self._failed(batch, exc2)
-        self.stats.commits += 1
-        return settle_success(batch, results), []
+                return batches.failed(batch, exc2)
+        return batches.committed(batch, ops, results, checks), []

@@ -1,10 +1,8 @@
-"""The on-loop SQLite writer (synchronous=NORMAL) and the checkpointer that keeps its WAL small.
+"""WAL checkpoints for the on-loop SQLite writer: copy the WAL, and start it over under load.
 
-`SqliteStore` (`kefu.store.sqlite`) runs its message writer here when
-synchronous is NORMAL: `OnTheLoop` runs each batch on the event loop and can
-be held for a moment; `Checkpointer` copies the WAL into the database from a
-thread of its own and starts the WAL over under steady load (read its
-docstring for how and for the limits).
+The `Checkpoints` of a `SqliteStore` with synchronous=NORMAL (see
+`checkpoints.py`); how and why a round goes as it does, and its limits, are in
+the `Checkpointer` docstring.
 """
 
 from __future__ import annotations
@@ -15,15 +13,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-from kefu.store.writer import WriteOp
-
-if TYPE_CHECKING:
-    from kefu.store.sqlite import SqliteBackend
+from kefu.store.sqlite import on_loop
+from kefu.store.sqlite.checkpoints import CheckpointStats
+from kefu.store.sqlite.on_loop import OnTheLoop
 
 log = logging.getLogger("kefu.store.sqlite")
 T = TypeVar("T")
@@ -38,107 +35,8 @@ WAL_SIZE_LIMIT = 64 << 20  # a bigger WAL file is cut back (by SHRINK_STEP) at e
 SHRINK_STEP = 16 << 20  # bytes cut off a WAL file at most per restart (freeing costs time)
 CATCH_UP_BYTES = 2 << 20  # at most this much WAL is left to copy while the writer is held
 CATCH_UP_PASSES = 16  # unheld passes, at most, to get the rest down to CATCH_UP_BYTES
-HOLD_TIMEOUT = 0.02  # seconds a batch waits, at most, for a held pass to end
 CATCH_UP_PAUSE = 0.002  # seconds each batch waits while passes fail to gain on the writer
 LAGGING = 2  # beyond this many times WAL_SIZE_LIMIT, that wait doubles at every pass that fails
-
-
-class OnTheLoop:
-    """The SQLite write path run on the event loop itself (synchronous=NORMAL).
-
-    Why not a thread: the writer thread and the event loop fight over the GIL.
-    sqlite3 releases it around every statement, the loop takes it, and the
-    writer waits up to a switch interval (5 ms) to get it back, once per row:
-    at a few thousand messages per second that convoy adds tens of ms to every
-    ack. In WAL mode with synchronous=NORMAL a commit does not fsync, so a
-    batch costs the loop a few microseconds per row. With synchronous=FULL each
-    commit waits for the disk, which a thread does better.
-
-    The connection never checkpoints (`wal_autocheckpoint=0`: a checkpoint
-    fsyncs); `Checkpointer` does, from its own thread, and `held` lets it keep
-    batches from starting for the moment it needs the WAL to stand still.
-    """
-
-    def __init__(self, backend: SqliteBackend) -> None:
-        self.backend = backend
-        self.pause = 0.0  # seconds every batch waits before it starts (see `Checkpointer`)
-        self.batches = 0  # batches started (transactions begun or tried)
-        self.rows = 0  # operations in them
-        self._resume = asyncio.Event()
-        self._resume.set()
-
-    async def open(self) -> None:
-        self.backend.open()
-        self.backend.set_busy_timeout(0)  # never block the loop: wait for the lock below
-        self.backend.pragma("wal_autocheckpoint=0")  # checkpoints (fsync) run in a thread
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """No batch starts inside this block, or for longer than `HOLD_TIMEOUT` each.
-
-        Enter it on the loop: a batch runs on the loop from BEGIN to COMMIT
-        without yielding, so none is half done when the block starts. The hold
-        only keeps the WAL still; SQLite's own locks keep the data safe, so a
-        batch that stops waiting after `HOLD_TIMEOUT` is correct, merely early.
-        """
-        self._resume.clear()
-        try:
-            yield
-        finally:
-            self._resume.set()
-
-    async def _wait_while_held(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resume.wait(), HOLD_TIMEOUT)
-
-    async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
-        """Run the batch; while another connection holds the write lock, wait without blocking.
-
-        A batch first waits `pause` seconds, if set, and for a `held` block to
-        end (it resumes as soon as it does; it waits for one hold at most, so
-        never longer than `HOLD_TIMEOUT` in all). The write lock is taken by
-        BEGIN IMMEDIATE, before any statement, so a refused attempt changed
-        nothing and is simply tried again, for at most the busy timeout.
-        """
-        if self.pause:
-            await asyncio.sleep(self.pause)
-        waited = not self._resume.is_set()
-        if waited:
-            await self._wait_while_held()
-        deadline = time.monotonic() + self.backend.busy_timeout
-        delay = 0.001
-        self.rows += len(ops)
-        while True:
-            self.batches += 1
-            try:
-                return self.backend.execute(ops, isolate)
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            if not waited and not self._resume.is_set():
-                waited = True
-                await self._wait_while_held()
-
-    def is_item_error(self, exc: BaseException) -> bool:
-        return self.backend.is_item_error(exc)
-
-    async def close(self) -> None:
-        self.backend.close()
-
-
-@dataclass
-class CheckpointStats:
-    """What the checkpointer of an on-loop writer did (`SqliteStore.checkpoint_stats`)."""
-
-    rounds: int = 0
-    passes: int = 0  # PASSIVE checkpoints, held ones included
-    holds: int = 0  # held passes (the writer kept from starting batches)
-    restarts: int = 0  # passes that found fewer frames than the one before: it started over
-    held: float = 0.0  # seconds the writer was held, in all
-    longest_hold: float = 0.0  # seconds
-    most_frames: int = 0  # the most WAL frames a pass saw
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +75,9 @@ class Checkpointer:
        `CATCH_UP_PAUSE` before it starts until the round ends; if the WAL
        meanwhile holds over `LAGGING` times `WAL_SIZE_LIMIT`, the wait
        doubles at every such pass, up to `HOLD_TIMEOUT` (otherwise a writer
-       committing batches of 300 back to back outruns the passes for good:
-       1.6 GB of WAL in 10 s of `store_bench`, and slower commits for it).
+       that commits large batches back to back outruns the passes for good,
+       and its WAL, and the cost of every commit into it, grows for as long
+       as it writes).
     3. Once a pass copied at most `CATCH_UP_BYTES`, the writer is held
        (`OnTheLoop.held`) for one last pass (`_catch_up`), which only has to
        copy what was written during that pass, and then a write transaction
@@ -203,11 +102,10 @@ class Checkpointer:
     copying it and the database before the WAL starts over, as
     synchronous=NORMAL does: durability is what the writer's setting gives.
 
-    Limits: a hold lasts a short copy and up to three fsyncs: one or two
-    milliseconds on a disk that keeps up, more when fsyncs queue behind other
-    writes (9-21 ms on a 250 MB/s VM disk at 5,500 messages/s; a batch waits
-    at most `HOLD_TIMEOUT`; a hold that lasts longer does not start the WAL
-    over). Cutting a file back adds the time to free
+    Limits: a hold lasts a short copy and up to three fsyncs, so it is as
+    long as the disk takes to sync, longer when fsyncs queue behind other
+    writes (a batch waits at most `HOLD_TIMEOUT`; a hold that lasts longer
+    does not start the WAL over). Cutting a file back adds the time to free
     `SHRINK_STEP` of it. While passes fail to gain on the writer, every batch
     is `CATCH_UP_PAUSE` later, or up to `HOLD_TIMEOUT` once the WAL is far
     over its limit: an overloaded store's acks slow down instead of its WAL
@@ -222,10 +120,12 @@ class Checkpointer:
     starts on one) still syncs the new header on the loop.
     """
 
-    def __init__(self, path: str, writer: OnTheLoop, stats: CheckpointStats) -> None:
+    def __init__(self, path: str, writer: OnTheLoop, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.writer = writer
-        self.stats = stats
+        self.stats = CheckpointStats()
+        self.busy_timeout = busy_timeout  # for the last checkpoint, at `stop`
+        self._task: asyncio.Task[None] | None = None
         self._con: sqlite3.Connection | None = None
         self._db_fd: int | None = None  # the database file, to sync it
         self._executor: ThreadPoolExecutor | None = None
@@ -325,7 +225,34 @@ class Checkpointer:
             raise
         return frames, done, True
 
+    def _truncate(self) -> None:
+        """Copy the whole WAL into the database and empty it, to leave a small WAL behind."""
+        with contextlib.suppress(sqlite3.Error):
+            con = sqlite3.connect(self.path, timeout=self.busy_timeout)
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+
     # -- on the loop --------------------------------------------------------------------
+    def start(self) -> None:
+        """Run rounds in a task of their own until `stop`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name="kefu-sqlite-checkpoints"
+            )
+
+    async def stop(self) -> None:
+        """End the rounds and, if the database is still there, empty the WAL (it fsyncs)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if os.path.exists(self.path):
+            await asyncio.to_thread(self._truncate)
+
     async def run(self) -> None:
         """Rounds until cancelled; an error skips a round (the next one tries again)."""
         loop = asyncio.get_running_loop()
@@ -406,7 +333,7 @@ class Checkpointer:
         pause = self.writer.pause
         if not pause or frames * self._frame_bytes <= LAGGING * WAL_SIZE_LIMIT:
             return CATCH_UP_PAUSE
-        return min(2 * pause, HOLD_TIMEOUT)
+        return min(2 * pause, on_loop.HOLD_TIMEOUT)
 
     async def _pass(self) -> _Pass:
         """An unheld pass (`_unheld_pass`), counted."""

@@ -1,9 +1,9 @@
 """Fixtures of the reliability suite: the e2e servers of tests/server, plus bookkeeping.
 
 * `make_server` / `Server` come from `tests/support/servers.py` (imported, not copied).
-* `kefu_server(**settings)`: `make_server`, but every server's log files are
-  remembered for the session, so `test_zz_logs.py` can scan all of them for
-  the tokens and message texts the suite used (`remember()`).
+* `kefu_server(**settings)`: `make_server` under the name these tests use. Its
+  servers' logs are scanned when they stop, at the end of each test, for the
+  tokens and message texts remembered meanwhile (`support.logscan.remember`).
 * Long runs (chaos, soak, full conformance) are marked `slow` and run only
   with `KEFU_SLOW_TESTS=1`.
 """
@@ -11,27 +11,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from support.servers import BASE_SETTINGS, MakeServer, Server, make_server  # noqa: F401
 
 SLOW = os.environ.get("KEFU_SLOW_TESTS") == "1"
-
-# Every server data directory of this session (its *.stderr/*.stdout are the logs).
-LOG_DIRS: list[Path] = []
-# Strings that must never appear in any log: tokens, message texts.
-SECRETS: set[str] = set()
-
-
-def remember(*values: str) -> None:
-    """Add tokens / message texts that must never be logged."""
-    for v in values:
-        if isinstance(v, str) and len(v) >= 12:
-            SECRETS.add(v)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -44,15 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def kefu_server(make_server: MakeServer) -> Callable[..., Server]:  # noqa: F811
-    """`make_server`, remembering each server's log directory for the log scan."""
-
-    def factory(**settings: Any) -> Server:
-        srv = make_server(**settings)
-        LOG_DIRS.append(srv.data_dir)
-        return srv
-
-    return factory
+def kefu_server(make_server: MakeServer) -> MakeServer:  # noqa: F811
+    """`make_server` (which scans its servers' logs at the end of the test)."""
+    return make_server
 
 
 def server_logs(srv: Server) -> str:

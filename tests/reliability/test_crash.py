@@ -36,8 +36,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from support.client import Person, person
+from support.logscan import remember
 
-from .conftest import SLOW, remember
+from .conftest import SLOW
 from .wire import connect_ws, db_rows, token_of
 
 pytestmark = pytest.mark.timeout(600 if SLOW else 150)

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from support.client import new_op_id, pair, person, say
+from support.logscan import remember
 
-from .conftest import remember, server_logs
+from .conftest import server_logs
 from .wire import db_rows
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from support import logscan
 from support.client import SECRET, Client, Person, mint, new_op_id, pair, person, say
+from support.logscan import remember
 from support.servers import BASE_SETTINGS, Server
 
-from .conftest import LOG_DIRS, remember, server_logs
+from .conftest import server_logs
 from .wire import connect_ws, count_rows, db_rows
 
 pytestmark = [
@@ -38,10 +40,11 @@ def _sec_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("security"),
         {**BASE_SETTINGS, "allowed_origins": ALLOWED, "log_level": "info"},
     )
-    srv.start()
-    LOG_DIRS.append(srv.data_dir)
-    yield srv
-    srv.stop()
+    with logscan.recording() as secrets:
+        srv.start()
+        yield srv
+        srv.stop()
+    logscan.check([srv.data_dir], secrets)
 
 
 @pytest.fixture

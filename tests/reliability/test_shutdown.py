@@ -16,8 +16,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from support.client import Client, close_code, new_op_id, pair, person
+from support.logscan import remember
 
-from .conftest import remember, server_logs
+from .conftest import server_logs
 from .wire import connect_ws, db_rows
 
 pytestmark = pytest.mark.timeout(60)

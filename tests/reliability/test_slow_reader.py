@@ -23,8 +23,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from support.client import BARRIER_TYPE, Client, close_code, pair, person
+from support.logscan import remember
 
-from .conftest import SLOW, remember, rss_kib
+from .conftest import SLOW, rss_kib
 from .wire import connect_ws, db_rows, recv_json, recv_until, token_of
 
 pytestmark = pytest.mark.timeout(300 if SLOW else 120)

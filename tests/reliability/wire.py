@@ -19,8 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from support.client import Person, close_code
-
-from .conftest import remember
+from support.logscan import remember
 
 
 async def connect_ws(

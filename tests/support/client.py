@@ -24,6 +24,8 @@ import jwt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from support.logscan import remember
+
 SECRET = "kefu-e2e-test-secret-0123456789-abcdefghijklmnop"
 
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+(Z|\+00:00)")
@@ -107,7 +109,10 @@ class Person:
 
 
 def mint(claims: dict[str, Any], secret: str = SECRET, algorithm: str = "HS256") -> str:
-    return jwt.encode(claims, secret, algorithm=algorithm)
+    """A signed token; remembered as a secret no server log may hold (`support.logscan`)."""
+    token = jwt.encode(claims, secret, algorithm=algorithm)
+    remember(token)
+    return token
 
 
 def person(role: str = "user", *, nickname: str | None = "", avatar: str | None = None) -> Person:
@@ -358,6 +363,7 @@ class Client:
         self, type_: str, payload: dict[str, Any], to: str | None, op_id: str | None
     ) -> dict[str, Any]:
         op_id = op_id or new_op_id()
+        remember(*(str(v) for v in payload.values()))  # no server log may hold a message
         frame: dict[str, Any] = {"type": type_, "op_id": op_id, "payload": payload}
         if to is not None:
             frame["to"] = to

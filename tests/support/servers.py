@@ -10,6 +10,9 @@
 
 Both close every socket the test opened before the test ends, and stop
 their processes (SIGTERM, then SIGKILL of the process group) at teardown.
+Then their logs are scanned for the tokens and texts remembered while they
+ran, JWTs and auth frames (`support.logscan`): `make_server`'s at the end of
+the test, the shared server's at the end of the session.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support import logscan
 from support.client import SECRET, Client, Person, open_socket, person
 
 REPO = Path(__file__).resolve().parents[2]
@@ -278,22 +282,26 @@ async def make_server(tmp_path: Path) -> AsyncIterator[Callable[..., Server]]:
         srv.start()
         return srv
 
-    yield factory
-    for srv in servers:
-        await srv.close_clients()
-    for srv in servers:
-        srv.stop()
+    with logscan.recording() as secrets:
+        yield factory
+        for srv in servers:
+            await srv.close_clients()
+        for srv in servers:
+            srv.stop()
+    logscan.check([srv.data_dir for srv in servers], secrets)
 
 
 class _Shared:
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self.factory = factory
         self.srv: Server | None = None
+        self.dirs: list[Path] = []  # of every shared server so far, for the log scan
 
     def fresh(self) -> Server:
         if self.srv is not None:
             self.srv.stop()
         self.srv = Server(self.factory.mktemp("shared"), dict(BASE_SETTINGS))
+        self.dirs.append(self.srv.data_dir)
         self.srv.start()
         return self.srv
 
@@ -332,8 +340,10 @@ class _Shared:
 @pytest.fixture(scope="session")
 def _shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Shared]:
     shared = _Shared(tmp_path_factory)
-    yield shared
-    shared.stop()
+    with logscan.recording() as secrets:
+        yield shared
+        shared.stop()
+    logscan.check(shared.dirs, secrets)
 
 
 @pytest.fixture

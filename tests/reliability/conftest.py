@@ -4,8 +4,8 @@
 * `kefu_server(**settings)`: `make_server` under the name these tests use. Its
   servers' logs are scanned when they stop, at the end of each test, for the
   tokens and message texts remembered meanwhile (`support.logscan.remember`).
-* Long runs (chaos, soak, full conformance) are marked `slow` and run only
-  with `KEFU_SLOW_TESTS=1`.
+* `KEFU_SLOW_TESTS=1` (`SLOW`): the chaos, fuzz and conformance runs at full
+  size, and the tests marked `slow`, which are skipped otherwise.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from support.logscan import remember  # noqa: F401  (some tests import it from here)
 from support.servers import BASE_SETTINGS, MakeServer, Server, make_server  # noqa: F401
 
 SLOW = os.environ.get("KEFU_SLOW_TESTS") == "1"

@@ -8,12 +8,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from kefu.core.commands import Enqueue
+from kefu.core.commands import CloseConversation, Enqueue
 from kefu.ids import IdGenerator
 from kefu.store.base import Appended, StoreUnavailable
 from kefu.store.migrate import alembic_config, head, upgrade
@@ -139,5 +140,44 @@ async def test_store_survives_killed_connections(postgres_url: str) -> None:
         # the pooled read connections were killed too: pre-ping replaces them
         assert [e.user.id for e in (await store.load_open_state()).queue] == [ALICE.id]
         assert len(await store.history(ALICE.id)) == 1
+    finally:
+        await store.close()
+
+
+async def test_a_value_too_long_for_its_column_fails_only_its_item(postgres_url: str) -> None:
+    """PostgreSQL checks widths (SQLite does not): a value too wide is one item's fault."""
+    harness = PostgresHarness(postgres_url)
+    harness.reset()
+    new_id = IdGenerator(node=2)
+    store = harness.make()
+    await store.start()
+    try:
+        for account in (ALICE, BOB):
+            await store.create_account(account)
+        cid = await open_conversation(store, new_id, ALICE.id, BOB.id)
+        good = message(new_id, cid, ALICE.id, BOB.id, "kept", op_id="op-1")
+        too_long = message(new_id, cid, ALICE.id, BOB.id, "type too long", type_="t" * 33)
+        other = message(new_id, "c" * 21, ALICE.id, BOB.id, "conversation id too long")
+        last = message(new_id, cid, ALICE.id, BOB.id, "kept too", op_id="op-2")
+        futures = append_all(store, [good, too_long, other])
+        store.write(CloseConversation(cid, "r" * 33, 5.0))  # close_reason is 32 wide
+        store.write(Enqueue(ALICE.id, 5.0))
+        futures += append_all(store, [last])
+        failures = store.writer.stats.failures
+        r1, r2, r3, r4 = await asyncio.gather(*futures)
+        assert [type(r).__name__ for r in (r1, r2, r3, r4)] == [
+            "Appended",
+            "StoreUnavailable",
+            "StoreUnavailable",
+            "Appended",
+        ]
+        assert isinstance(r2.__cause__, asyncpg.StringDataRightTruncationError)
+        await store.flush()
+        assert store.writer.stats.failures == failures  # no batch failed as a whole
+        assert store.writer.stats.isolated >= 1
+        assert [m.id for m in await store.messages_after(cid, "")] == [good.id, last.id]
+        state = await store.load_open_state()
+        assert [e.user.id for e in state.queue] == [ALICE.id]
+        assert [c.id for c, _, _ in state.conversations] == [cid]  # the bad close was dropped
     finally:
         await store.close()

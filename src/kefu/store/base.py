@@ -197,7 +197,11 @@ class Store(Protocol):
         """
 
     async def flush(self) -> None:
-        """Return once everything queued before the call is committed."""
+        """Return once everything queued before the call is committed.
+
+        Raises `StoreUnavailable` if that failed, and `Fenced` if a guarded
+        record queued since the previous flush was fenced (in whatever batch).
+        """
 
     # -- accounts -----------------------------------------------------------
     async def create_account(self, account: Account) -> Account:

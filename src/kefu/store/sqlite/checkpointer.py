@@ -248,8 +248,12 @@ class Checkpointer:
         if task is None:
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # the store closes all the same
+            log.warning("WAL checkpoints ended by %s", type(exc).__name__)
         if os.path.exists(self.path):
             await asyncio.to_thread(self._truncate)
 
@@ -259,11 +263,14 @@ class Checkpointer:
         # its own thread: a held pass must not queue behind reads in the default executor
         self._executor = executor = ThreadPoolExecutor(1, "kefu-sqlite-checkpoints")
         try:
-            await self._in_thread(self._connect)
-            delay = CHECKPOINT_INTERVAL
+            delay = 0.0  # connect at once; the first round after CHECKPOINT_INTERVAL
             while True:
                 await self._wait(delay)
                 try:
+                    if self._con is None:  # not yet, or the file could not be read then
+                        delay = CHECKPOINT_INTERVAL
+                        await self._in_thread(self._connect)
+                        continue
                     delay = await self._round()
                 except Exception as exc:  # I/O trouble, most likely: the next round tries again
                     log.warning("WAL checkpoint failed: %s", type(exc).__name__)

@@ -27,9 +27,11 @@ Failure policy (the backend says which errors are whose fault):
   those markers fail. Backend writes of lifecycle records must therefore be
   idempotent.
 * **Fenced** (a record's leader epoch is no longer the stored one): the batch
-  is rolled back; its guarded records are dropped (a newer leader owns that
-  state), its messages and calls get `StoreUnavailable`, its other flush
-  markers fail with `Fenced`, and the writer's `on_fenced(epoch)` runs first.
+  is rolled back; its records of that epoch are dropped (a newer leader owns
+  that state), its messages and calls get `StoreUnavailable`, its flush markers
+  fail with `Fenced`, and the writer's `on_fenced(epoch)` runs first. A flush
+  marker in a later batch fails with `Fenced` too if a guarded record queued
+  after the flush before it was fenced (`items.Fences`).
 * Any other flush marker in a batch that failed gets `StoreUnavailable`.
 
 The batching here is independent of the database: a backend only has to run a

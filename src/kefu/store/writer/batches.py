@@ -8,13 +8,16 @@ for items and how they call the backend (a thread, or a task on the loop).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kefu.store.base import LifecycleWrite
 from kefu.store.writer.items import (
     Call,
     Callback,
+    Fences,
     Item,
     Marker,
     Record,
@@ -28,7 +31,11 @@ log = logging.getLogger("kefu.store.writer")
 
 
 class Batches:
-    """The writer's batch steps and their counters (`stats`)."""
+    """The writer's batch steps and their counters (`stats`).
+
+    `record` and `marker` make those items (on the loop, where they are
+    queued); the other methods run wherever the writer runs its batches.
+    """
 
     def __init__(self, max_attempts: int) -> None:
         if max_attempts < 1:
@@ -37,6 +44,19 @@ class Batches:
         self.max_attempts = max_attempts
         self.on_fenced: Callable[[int], None] | None = None  # see `Store.on_fenced`
         self.stopping = False  # a stop marker was taken: the writer ends after this batch
+        self.fences = Fences()
+        self._seq = 0  # records and markers made so far
+        self._last_marker = 0  # the sequence number of the latest marker
+
+    def record(self, op: LifecycleWrite, epoch: int | None) -> Record:
+        self._seq += 1
+        return Record(op, epoch, self._seq)
+
+    def marker(self, future: asyncio.Future[Any], stop: bool) -> Marker:
+        self._seq += 1
+        marker = Marker(future, stop, self._seq, self._last_marker)
+        self._last_marker = self._seq
+        return marker
 
     def begin(self, batch: Sequence[Item]) -> tuple[list[WriteOp], bool]:
         """The batch's ops, counted; and whether they include epoch checks.
@@ -77,13 +97,15 @@ class Batches:
             self.stats.commits += 1
         if checks:  # the checks' results belong to no item
             results = [r for op, r in zip(ops, results, strict=True) if type(op) is not CheckEpoch]
-        return settle_success(batch, results)
+        return settle_success(batch, results, self.fences)
 
     def failed(self, batch: Sequence[Item], exc: Exception) -> tuple[list[Callback], list[Item]]:
         """The batch was rolled back as a whole: callbacks, and the items to run again."""
         self.stats.failures += 1
         log.warning("store batch of %d items rolled back: %r", len(batch), exc)
-        calls, carry = settle_failure(batch, exc, self.max_attempts, self.stats, self.on_fenced)
+        calls, carry = settle_failure(
+            batch, exc, self.max_attempts, self.stats, self.fences, self.on_fenced
+        )
         if any(isinstance(i, Marker) and i.stop for i in carry):
             self.stopping = False  # the stop marker waits for the retried records
         return calls, carry
@@ -91,5 +113,5 @@ class Batches:
     def broken(self, batch: Sequence[Item], exc: Exception) -> list[Callback]:
         """The writer itself failed on the batch (a bug): every item fails, nothing is retried."""
         log.error("store writer failed on a batch", exc_info=exc)
-        calls, _ = settle_failure(batch, exc, 0, self.stats)
+        calls, _ = settle_failure(batch, exc, 0, self.stats, self.fences)
         return calls

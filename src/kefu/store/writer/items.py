@@ -8,8 +8,10 @@ Four kinds of item share one FIFO:
 * `Marker`: a flush (or, with `stop`, the writer's end), resolved once everything
   before it is settled.
 
-`settle_success` and `settle_failure` turn a batch into callbacks, which the
-writer runs on the event loop with `run_callbacks`, in submission order.
+Records and markers carry a sequence number (`Fences` uses them; messages, the
+hot path, do not need one). `settle_success` and `settle_failure` turn a batch
+into callbacks, which the writer runs on the event loop with `run_callbacks`,
+in submission order.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ RETRY_FIRST = 0.05  # seconds before a failed batch's records run again; doubles
 
 
 class Record:
-    __slots__ = ("attempts", "epoch", "op")
+    __slots__ = ("attempts", "epoch", "op", "seq")
 
-    def __init__(self, op: LifecycleWrite, epoch: int | None = None) -> None:
+    def __init__(self, op: LifecycleWrite, epoch: int | None, seq: int) -> None:
         self.op = op
         self.epoch = epoch
+        self.seq = seq
         self.attempts = 0
 
 
@@ -50,11 +53,35 @@ class Call:
 
 
 class Marker:
-    __slots__ = ("future", "stop")
+    __slots__ = ("future", "seq", "since", "stop")
 
-    def __init__(self, future: asyncio.Future[Any], stop: bool) -> None:
+    def __init__(self, future: asyncio.Future[Any], stop: bool, seq: int, since: int) -> None:
         self.future = future
         self.stop = stop
+        self.seq = seq
+        self.since = since  # the sequence number of the marker queued before this one
+
+
+class Fences:
+    """The guarded records that were fenced, as far as a flush needs to know.
+
+    A flush fails with `Fenced` if a guarded record queued between the flush
+    before it and itself was fenced, in whatever batch: so a leader's flush
+    tells whether all its records since its last flush landed. Records settle
+    in FIFO order, so the latest fenced one is all there is to remember.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0  # the sequence number of the latest fenced record
+        self.epoch = 0  # and its epoch
+
+    def fenced(self, record: Record) -> None:
+        if record.seq > self.seq:
+            self.seq, self.epoch = record.seq, record.epoch or 0
+
+    def error(self, marker: Marker) -> Fenced | None:
+        """`Fenced` if a record queued after the marker before `marker` was fenced."""
+        return Fenced(self.epoch) if self.seq > marker.since else None
 
 
 Item: TypeAlias = tuple[NewMessage, AppendDone] | Record | Call | Marker
@@ -95,7 +122,7 @@ def settle(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-def settle_success(batch: Sequence[Item], results: Sequence[Any]) -> list[Callback]:
+def settle_success(batch: Sequence[Item], results: Sequence[Any], fences: Fences) -> list[Callback]:
     """Callbacks for a committed batch; `results` has one entry per op (markers have none)."""
     calls: list[Callback] = []
     i = 0
@@ -118,7 +145,7 @@ def settle_success(batch: Sequence[Item], results: Sequence[Any]) -> list[Callba
                 result = unavailable(result)
             calls.append((partial(settle, item.future), result))
         else:
-            calls.append((partial(settle, item.future), None))
+            calls.append((partial(settle, item.future), fences.error(item)))
     return calls
 
 
@@ -127,15 +154,18 @@ def settle_failure(
     exc: BaseException,
     max_attempts: int,
     stats: WriterStats,
+    fences: Fences,
     on_fenced: Callable[[int], None] | None = None,
 ) -> tuple[list[Callback], list[Item]]:
     """Callbacks for a rolled-back batch, and the items to run again first.
 
     Messages and calls get `StoreUnavailable`. A record is run again (with the
     markers queued after it) until it has been tried `max_attempts` times. If
-    the batch was `Fenced`, its guarded records are dropped (a newer leader
-    owns them now: no retry can help), its other markers fail with the
-    `Fenced` error, and `on_fenced(epoch)` is the first callback.
+    the batch was `Fenced`, its records guarded by that epoch are dropped (a
+    newer leader owns that state now: no retry can help; records of another
+    epoch or none are run again), its markers but a stop that waits for
+    retried records fail with `Fenced`, and `on_fenced(epoch)` is the first
+    callback.
     """
     fenced = exc if isinstance(exc, Fenced) else None
     calls: list[Callback] = []
@@ -146,8 +176,9 @@ def settle_failure(
             calls.append((item[1], unavailable(exc)))
         elif isinstance(item, Record):
             item.attempts += 1
-            if fenced is not None and item.epoch is not None:
+            if fenced is not None and item.epoch == fenced.epoch:
                 dropped += 1
+                fences.fenced(item)
             elif item.attempts < max_attempts:
                 stats.retried += 1
                 carry.append(item)
@@ -160,8 +191,10 @@ def settle_failure(
             calls.append((partial(settle, item.future), unavailable(exc)))
         elif carry and (fenced is None or item.stop):
             carry.append(item)
+        elif fenced is not None:
+            calls.append((partial(settle, item.future), Fenced(fenced.epoch)))
         else:
-            calls.append((partial(settle, item.future), fenced or unavailable(exc)))
+            calls.append((partial(settle, item.future), fences.error(item) or unavailable(exc)))
     if fenced is not None:
         stats.fenced += 1
         stats.dropped += dropped

@@ -40,8 +40,6 @@ from kefu.store.writer.items import (
     Call,
     Callback,
     Item,
-    Marker,
-    Record,
     WriterStats,
     retry_delay,
     run_callbacks,
@@ -115,7 +113,7 @@ class AsyncWriter:
     def write(self, record: LifecycleWrite, epoch: int | None = None) -> None:
         if self._closed or self._loop is None:
             raise StoreUnavailable("store is not running")
-        self._put(Record(record, epoch))
+        self._put(self.batches.record(record, epoch))
 
     def call(self, op: SetRate | UpsertAccount | ClaimEpoch) -> asyncio.Future[Any]:
         """Queue `op`; the future gets the backend's result or `StoreUnavailable`."""
@@ -126,7 +124,7 @@ class AsyncWriter:
     async def flush(self) -> None:
         """Return once everything queued before is settled; raise if its batch failed."""
         future: asyncio.Future[Any] = self._running_loop().create_future()
-        self._put(Marker(future, stop=False))
+        self._put(self.batches.marker(future, stop=False))
         await future
 
     async def stop(self) -> None:
@@ -136,7 +134,7 @@ class AsyncWriter:
             return
         self._closed = True
         marker: asyncio.Future[Any] = self._loop.create_future()
-        self._put(Marker(marker, stop=True))
+        self._put(self.batches.marker(marker, stop=True))
         try:
             await self._task
         finally:

@@ -30,8 +30,6 @@ from kefu.store.writer.items import (
     Call,
     Callback,
     Item,
-    Marker,
-    Record,
     WriterStats,
     retry_delay,
     run_callbacks,
@@ -91,7 +89,7 @@ class ThreadWriter:
         except BaseException:
             self._closed = True
             # if we were cancelled the thread may be running: let it end and close
-            self._queue.put(Marker(loop.create_future(), stop=True))
+            self._queue.put(self.batches.marker(loop.create_future(), stop=True))
             raise
 
     def append(self, message: NewMessage, done: AppendDone) -> None:
@@ -103,7 +101,7 @@ class ThreadWriter:
     def write(self, record: LifecycleWrite, epoch: int | None = None) -> None:
         if self._closed or self._loop is None:
             raise StoreUnavailable("store is not running")
-        self._queue.put(Record(record, epoch))
+        self._queue.put(self.batches.record(record, epoch))
 
     def call(self, op: SetRate | UpsertAccount | ClaimEpoch) -> asyncio.Future[Any]:
         """Queue `op`; the future gets the backend's result or `StoreUnavailable`."""
@@ -115,7 +113,7 @@ class ThreadWriter:
     async def flush(self) -> None:
         """Return once everything queued before is settled; raise if its batch failed."""
         future: asyncio.Future[Any] = self._running_loop().create_future()
-        self._queue.put(Marker(future, stop=False))
+        self._queue.put(self.batches.marker(future, stop=False))
         await future
 
     async def stop(self) -> None:
@@ -125,7 +123,7 @@ class ThreadWriter:
             return
         self._closed = True
         marker: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put(Marker(marker, stop=True))
+        self._queue.put(self.batches.marker(marker, stop=True))
         await asyncio.to_thread(self._thread.join)
         await asyncio.sleep(0)  # let the last batch's callbacks run
         if marker.done() and not marker.cancelled() and marker.exception() is not None:

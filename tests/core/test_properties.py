@@ -56,7 +56,7 @@ from kefu.core.events import (
     WaiterTransfer,
     WaiterUnready,
 )
-from kefu.core.model import CloseReason, Profile
+from kefu.core.model import CloseReason, Hangup, Profile, TimerKey, TimerKind
 from kefu.core.switchboard import Switchboard
 
 CAPACITY = 2
@@ -138,7 +138,7 @@ class DeskMachine(RuleBasedStateMachine):
         self.ready &= set(self.sb.waiter_load())  # a forgotten waiter is not ready any more
         for socket, role in closed:  # the runtime reports each close back
             # an idle user has nothing left; a kicked-out waiter socket holds nothing
-            expected = [CancelTimer(("idle", socket))] if role == "user" else []
+            expected = [CancelTimer(TimerKey.idle(socket))] if role == "user" else []
             assert self.fire(SocketClosed(socket)) == expected
         return out
 
@@ -205,9 +205,9 @@ class DeskMachine(RuleBasedStateMachine):
             elif isinstance(cmd, Close):
                 assert cmd.socket in self.live, f"{cmd} of a closed or unknown socket"
                 if isinstance(event, WaiterAuthed):
-                    assert cmd.code == 4409 and out[i - 1] == Send(cmd.socket, "kickout")
+                    assert cmd.why is Hangup.KICKOUT and out[i - 1] == Send(cmd.socket, "kickout")
                 else:
-                    assert isinstance(event, TimerFired) and cmd.code == 1000
+                    assert isinstance(event, TimerFired) and cmd.why is Hangup.IDLE
                 closed.append((cmd.socket, self.live[cmd.socket][0]))
                 self.drop_socket(cmd.socket)
             elif isinstance(cmd, Enqueue):
@@ -298,7 +298,7 @@ class DeskMachine(RuleBasedStateMachine):
         socket = self.open_socket("user", user.id)
         out = self.fire(UserAuthed(socket, user), sender=socket)
         assert isinstance(out, list)
-        assert out[0] == StartTimer(("idle", socket), self.now + IDLE_TIMEOUT)
+        assert out[0] == StartTimer(TimerKey.idle(socket), self.now + IDLE_TIMEOUT)
         return socket
 
     def connect_user(self, user: Profile, socket: str) -> None:
@@ -492,7 +492,7 @@ class DeskMachine(RuleBasedStateMachine):
             at, key = min(due)
             del self.timers[key]
             self.now = max(self.now, at)
-            last = self.activity.get(key[1]) if key[0] == "idle" else None
+            last = self.activity.get(key.subject) if key.kind is TimerKind.IDLE else None
             assert isinstance(self.fire(TimerFired(key, last)), list)
         self.now = until
 
@@ -606,13 +606,13 @@ class DeskMachine(RuleBasedStateMachine):
     def the_right_timers_are_running(self) -> None:
         for socket, (role, _) in self.live.items():
             if role == "user":
-                assert ("idle", socket) in self.timers, f"no idle timer for {socket}"
+                assert TimerKey.idle(socket) in self.timers, f"no idle timer for {socket}"
         for uid in [*self.db_queue, *self.served_users()]:
             if uid not in self.user_socket:
-                assert ("grace", f"user:{uid}") in self.timers, f"{uid} away with no grace"
+                assert TimerKey.user_grace(uid) in self.timers, f"{uid} away with no grace"
         for wid in self.sb.waiter_load():
             if wid not in self.waiter_socket:
-                assert ("grace", f"waiter:{wid}") in self.timers, f"{wid} away with no grace"
+                assert TimerKey.waiter_grace(wid) in self.timers, f"{wid} away with no grace"
 
 
 class DeskWithoutGrace(DeskMachine):

@@ -46,7 +46,7 @@ from kefu.core.events import (
     WaiterTransfer,
     WaiterUnready,
 )
-from kefu.core.model import CloseReason, Profile
+from kefu.core.model import CloseReason, Hangup, Profile, TimerKey
 from kefu.core.switchboard import IDLE_MESSAGE, Status, Switchboard
 
 IDLE_TIMEOUT = 600.0
@@ -164,7 +164,7 @@ def opened_with(commands: list[Command]) -> list[tuple[str, str]]:
 
 def test_user_auth_starts_the_idle_timer() -> None:
     sb = board()
-    assert sb.handle(UserAuthed("us1", user(1)), 5.0) == [StartTimer(("idle", "us1"), 605.0)]
+    assert sb.handle(UserAuthed("us1", user(1)), 5.0) == [StartTimer(TimerKey.idle("us1"), 605.0)]
     assert sb.account_of("us1") == ("user", "u1")
 
 
@@ -431,7 +431,7 @@ def test_second_auth_of_a_waiter_kicks_out_the_old_socket() -> None:
     connect_user(sb, 2, 2.0)
     assert sb.handle(WaiterAuthed("ws1b", W1), 5.0) == [
         Send("ws1", "kickout"),
-        Close("ws1", 4409),
+        Close("ws1", Hangup.KICKOUT),
         Route("c1", "u1", "us1", "w1", "ws1b"),
         Send("us1", "connect_success", "ws1b", W1.as_payload(uuid="ws1b")),
         Send(
@@ -564,15 +564,15 @@ def test_served_user_socket_closed_starts_the_grace_and_reauth_resumes() -> None
     waiter_in(sb, W1, "ws1")
     connect_user(sb, 1, 1.0)
     assert sb.handle(SocketClosed("us1"), 10.0) == [
-        CancelTimer(("idle", "us1")),
-        StartTimer(("grace", "user:u1"), 70.0),
+        CancelTimer(TimerKey.idle("us1")),
+        StartTimer(TimerKey.user_grace("u1"), 70.0),
     ]
     # the conversation is kept while the user is away
     assert sb.conversations() == {"c1": ("u1", "w1")}
     assert sb.status() == Status(1, 0, 0, {"ws1": ["us1"]})
     assert sb.handle(UserAuthed("us1b", user(1)), 20.0) == [
-        StartTimer(("idle", "us1b"), 620.0),
-        CancelTimer(("grace", "user:u1")),
+        StartTimer(TimerKey.idle("us1b"), 620.0),
+        CancelTimer(TimerKey.user_grace("u1")),
         Route("c1", "u1", "us1b", "w1", "ws1"),
         Send("us1b", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
         Send(
@@ -583,7 +583,7 @@ def test_served_user_socket_closed_starts_the_grace_and_reauth_resumes() -> None
         ),
     ]
     # the grace timer, should it still fire, finds the user back and does nothing
-    assert sb.handle(TimerFired(("grace", "user:u1")), 70.0) == []
+    assert sb.handle(TimerFired(TimerKey.user_grace("u1")), 70.0) == []
     assert sb.conversations() == {"c1": ("u1", "w1")}
 
 
@@ -592,13 +592,13 @@ def test_queued_user_socket_closed_keeps_its_place_and_gets_it_back() -> None:
     connect_user(sb, 1, 1.0)
     connect_user(sb, 2, 2.0)
     assert sb.handle(SocketClosed("us1"), 5.0) == [
-        CancelTimer(("idle", "us1")),
-        StartTimer(("grace", "user:u1"), 65.0),
+        CancelTimer(TimerKey.idle("us1")),
+        StartTimer(TimerKey.user_grace("u1"), 65.0),
     ]
     assert sb.queue() == ["u1", "u2"]
     assert sb.handle(UserAuthed("us1b", user(1)), 10.0) == [
-        StartTimer(("idle", "us1b"), 610.0),
-        CancelTimer(("grace", "user:u1")),
+        StartTimer(TimerKey.idle("us1b"), 610.0),
+        CancelTimer(TimerKey.user_grace("u1")),
         location("us1b", 0),
     ]
 
@@ -616,8 +616,8 @@ def test_a_detached_queued_user_is_skipped_by_assignment_until_it_returns() -> N
     assert sb.queue() == ["u1"]
     # u1 returns while w1 has room: its kept place is announced, then it is served
     assert sb.handle(UserAuthed("us1b", user(1)), 6.0) == [
-        StartTimer(("idle", "us1b"), 606.0),
-        CancelTimer(("grace", "user:u1")),
+        StartTimer(TimerKey.idle("us1b"), 606.0),
+        CancelTimer(TimerKey.user_grace("u1")),
         location("us1b", 0),
         *served("c2", 1, W1, "ws1", 6.0, socket="us1b", arrived=1.0),
     ]
@@ -626,7 +626,7 @@ def test_a_detached_queued_user_is_skipped_by_assignment_until_it_returns() -> N
 def test_user_with_nothing_kept_is_forgotten_when_its_socket_closes() -> None:
     sb = board(resume_grace=GRACE)
     auth_user(sb, 1)
-    assert sb.handle(SocketClosed("us1"), 1.0) == [CancelTimer(("idle", "us1"))]
+    assert sb.handle(SocketClosed("us1"), 1.0) == [CancelTimer(TimerKey.idle("us1"))]
     assert sb.status() == Status(0, 0, 0, {})
 
 
@@ -636,14 +636,16 @@ def test_user_grace_expiry_while_served_ends_the_conversation() -> None:
     connect_user(sb, 1, 1.0)
     connect_user(sb, 2, 2.0)  # queued
     sb.handle(SocketClosed("us1"), 10.0)
-    assert sb.handle(TimerFired(("grace", "user:u1")), 70.0) == [
+    assert sb.handle(TimerFired(TimerKey.user_grace("u1")), 70.0) == [
         CloseConversation("c1", CloseReason.USER_GONE, 70.0),
         Unroute("c1"),
         Send("ws1", "disconnected", "us1"),
         *served("c2", 2, W1, "ws1", 70.0, arrived=2.0),
     ]
     # forgotten: a later auth starts from scratch
-    assert sb.handle(UserAuthed("us1c", user(1)), 80.0) == [StartTimer(("idle", "us1c"), 680.0)]
+    assert sb.handle(UserAuthed("us1c", user(1)), 80.0) == [
+        StartTimer(TimerKey.idle("us1c"), 680.0)
+    ]
 
 
 def test_user_grace_expiry_while_queued_leaves_the_queue() -> None:
@@ -651,7 +653,7 @@ def test_user_grace_expiry_while_queued_leaves_the_queue() -> None:
     connect_user(sb, 1, 1.0)
     connect_user(sb, 2, 2.0)
     sb.handle(SocketClosed("us1"), 10.0)
-    assert sb.handle(TimerFired(("grace", "user:u1")), 70.0) == [
+    assert sb.handle(TimerFired(TimerKey.user_grace("u1")), 70.0) == [
         Dequeue("u1"),
         location("us2", 0),
     ]
@@ -665,12 +667,12 @@ def test_user_socket_closed_without_grace_is_gone_at_once() -> None:
     connect_user(sb, 2, 2.0)
     connect_user(sb, 3, 3.0)
     assert sb.handle(SocketClosed("us2"), 4.0) == [
-        CancelTimer(("idle", "us2")),
+        CancelTimer(TimerKey.idle("us2")),
         Dequeue("u2"),
         location("us3", 0),
     ]
     assert sb.handle(SocketClosed("us1"), 5.0) == [
-        CancelTimer(("idle", "us1")),
+        CancelTimer(TimerKey.idle("us1")),
         CloseConversation("c1", CloseReason.USER_GONE, 5.0),
         Unroute("c1"),
         Send("ws1", "disconnected", "us1"),
@@ -684,11 +686,11 @@ def test_waiter_reauth_within_grace_gets_its_conversations_back_and_stays_ready(
     connect_user(sb, 1, 1.0)
     connect_user(sb, 2, 2.0)
     connect_user(sb, 3, 3.0)  # queued
-    assert sb.handle(SocketClosed("ws1"), 10.0) == [StartTimer(("grace", "waiter:w1"), 70.0)]
+    assert sb.handle(SocketClosed("ws1"), 10.0) == [StartTimer(TimerKey.waiter_grace("w1"), 70.0)]
     assert sb.conversations() == {"c1": ("u1", "w1"), "c2": ("u2", "w1")}
     assert sb.status().online_waiter_num == 0
     assert sb.handle(WaiterAuthed("ws1b", W1), 20.0) == [
-        CancelTimer(("grace", "waiter:w1")),
+        CancelTimer(TimerKey.waiter_grace("w1")),
         Route("c1", "u1", "us1", "w1", "ws1b"),
         Send("us1", "connect_success", "ws1b", W1.as_payload(uuid="ws1b")),
         Send(
@@ -707,7 +709,7 @@ def test_waiter_reauth_within_grace_gets_its_conversations_back_and_stays_ready(
         ),
         Send("ws1b", "ready"),
     ]
-    assert sb.handle(TimerFired(("grace", "waiter:w1")), 70.0) == []
+    assert sb.handle(TimerFired(TimerKey.waiter_grace("w1")), 70.0) == []
 
 
 def test_detached_waiter_is_not_assigned_and_its_users_may_leave() -> None:
@@ -732,7 +734,7 @@ def test_waiter_grace_expiry_requeues_its_users() -> None:
     connect_user(sb, 2, 2.0)
     connect_user(sb, 3, 3.0)
     sb.handle(SocketClosed("ws1"), 10.0)
-    assert sb.handle(TimerFired(("grace", "waiter:w1")), 70.0) == [
+    assert sb.handle(TimerFired(TimerKey.waiter_grace("w1")), 70.0) == [
         CloseConversation("c1", CloseReason.WAITER_GONE, 70.0),
         Unroute("c1"),
         Send("us1", "disconnected", "ws1"),
@@ -762,8 +764,8 @@ def test_waiter_grace_expiry_requeues_its_users() -> None:
 def test_idle_timer_reschedules_when_there_was_activity() -> None:
     sb = board()
     auth_user(sb, 1, 0.0)
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=100.0), 600.0) == [
-        StartTimer(("idle", "us1"), 700.0)
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=100.0), 600.0) == [
+        StartTimer(TimerKey.idle("us1"), 700.0)
     ]
 
 
@@ -772,16 +774,16 @@ def test_idle_warning_then_disconnect_of_a_served_user() -> None:
     waiter_in(sb, W1, "ws1")
     auth_user(sb, 1, 0.0)
     sb.handle(UserConnect("us1"), 1.0)
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=1.0), 601.0) == [
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=1.0), 601.0) == [
         Send("us1", "idle", None, {"message": IDLE_MESSAGE}),
-        StartTimer(("idle", "us1"), 661.0),
+        StartTimer(TimerKey.idle("us1"), 661.0),
     ]
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=1.0), 661.0) == [
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=1.0), 661.0) == [
         *ended("c1", CloseReason.USER_IDLE, 661.0, "us1", "ws1"),
-        Close("us1", 1000),
+        Close("us1", Hangup.IDLE),
     ]
     assert sb.conversations() == {}
-    assert sb.handle(SocketClosed("us1"), 661.5) == [CancelTimer(("idle", "us1"))]
+    assert sb.handle(SocketClosed("us1"), 661.5) == [CancelTimer(TimerKey.idle("us1"))]
     assert sb.status() == Status(1, 0, 0, {"ws1": []})
 
 
@@ -790,14 +792,14 @@ def test_activity_after_the_warning_resets_the_idle_clock() -> None:
     waiter_in(sb, W1, "ws1")
     auth_user(sb, 1, 0.0)
     sb.handle(UserConnect("us1"), 1.0)
-    sb.handle(TimerFired(("idle", "us1"), last_activity=1.0), 601.0)
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=630.0), 661.0) == [
-        StartTimer(("idle", "us1"), 1230.0)
+    sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=1.0), 601.0)
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=630.0), 661.0) == [
+        StartTimer(TimerKey.idle("us1"), 1230.0)
     ]
     # idle again from 630: warned again, not disconnected outright
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=630.0), 1230.0) == [
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=630.0), 1230.0) == [
         Send("us1", "idle", None, {"message": IDLE_MESSAGE}),
-        StartTimer(("idle", "us1"), 1290.0),
+        StartTimer(TimerKey.idle("us1"), 1290.0),
     ]
     assert sb.conversations() == {"c1": ("u1", "w1")}
 
@@ -806,11 +808,11 @@ def test_idle_user_in_the_queue_leaves_it_and_is_closed() -> None:
     sb = board()
     connect_user(sb, 1, 0.0)
     connect_user(sb, 2, 0.5)
-    sb.handle(TimerFired(("idle", "us1"), last_activity=0.0), 600.0)
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=0.0), 660.0) == [
+    sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=0.0), 600.0)
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=0.0), 660.0) == [
         Dequeue("u1"),
         Send("us1", "disconnected"),
-        Close("us1", 1000),
+        Close("us1", Hangup.IDLE),
         location("us2", 0),
     ]
 
@@ -818,10 +820,10 @@ def test_idle_user_in_the_queue_leaves_it_and_is_closed() -> None:
 def test_idle_user_with_nothing_going_on_is_closed() -> None:
     sb = board()
     auth_user(sb, 1, 0.0)
-    sb.handle(TimerFired(("idle", "us1"), last_activity=0.0), 600.0)
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=0.0), 660.0) == [
+    sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=0.0), 600.0)
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=0.0), 660.0) == [
         Send("us1", "disconnected"),
-        Close("us1", 1000),
+        Close("us1", Hangup.IDLE),
     ]
 
 
@@ -829,7 +831,7 @@ def test_idle_timer_of_a_closed_socket_does_nothing() -> None:
     sb = board()
     auth_user(sb, 1, 0.0)
     sb.handle(SocketClosed("us1"), 1.0)
-    assert sb.handle(TimerFired(("idle", "us1"), last_activity=0.0), 600.0) == []
+    assert sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=0.0), 600.0) == []
 
 
 # -- rate (4.2) -------------------------------------------------------------------
@@ -926,43 +928,43 @@ def test_status_counts_and_matchers() -> None:
 def test_restored_queue_is_ordered_by_queued_at_and_places_come_back() -> None:
     sb = board(resume_grace=GRACE)
     assert sb.handle(QueuedRestored(user(2), 5.0), 100.0) == [
-        StartTimer(("grace", "user:u2"), 160.0)
+        StartTimer(TimerKey.user_grace("u2"), 160.0)
     ]
     assert sb.handle(QueuedRestored(user(1), 3.0), 100.0) == [
-        StartTimer(("grace", "user:u1"), 160.0)
+        StartTimer(TimerKey.user_grace("u1"), 160.0)
     ]
     assert sb.queue() == ["u1", "u2"]
     assert sb.status() == Status(0, 0, 2, {})
     assert sb.handle(UserAuthed("us2", user(2)), 110.0) == [
-        StartTimer(("idle", "us2"), 710.0),
-        CancelTimer(("grace", "user:u2")),
+        StartTimer(TimerKey.idle("us2"), 710.0),
+        CancelTimer(TimerKey.user_grace("u2")),
         location("us2", 1),
     ]
     # u1 never comes back
-    assert sb.handle(TimerFired(("grace", "user:u1")), 160.0) == [
+    assert sb.handle(TimerFired(TimerKey.user_grace("u1")), 160.0) == [
         Dequeue("u1"),
         location("us2", 0),
     ]
-    assert sb.handle(TimerFired(("grace", "user:u2")), 160.0) == []
+    assert sb.handle(TimerFired(TimerKey.user_grace("u2")), 160.0) == []
     assert sb.queue() == ["u2"]
 
 
 def test_restored_conversation_comes_back_to_both_sides() -> None:
     sb = board(resume_grace=GRACE)
     assert sb.handle(ConversationRestored("c7", user(1), W1, 2.0), 100.0) == [
-        StartTimer(("grace", "user:u1"), 160.0),
-        StartTimer(("grace", "waiter:w1"), 160.0),
+        StartTimer(TimerKey.user_grace("u1"), 160.0),
+        StartTimer(TimerKey.waiter_grace("w1"), 160.0),
     ]
     assert sb.conversations() == {"c7": ("u1", "w1")}
     # the user first: its waiter is not back yet, so there is no waiter socket to name
     assert sb.handle(UserAuthed("us1", user(1)), 110.0) == [
-        StartTimer(("idle", "us1"), 710.0),
-        CancelTimer(("grace", "user:u1")),
+        StartTimer(TimerKey.idle("us1"), 710.0),
+        CancelTimer(TimerKey.user_grace("u1")),
         Route("c7", "u1", "us1", "w1", None),
         Send("us1", "connect_success", None, W1.as_payload(uuid=None)),
     ]
     assert sb.handle(WaiterAuthed("ws1", W1), 120.0) == [
-        CancelTimer(("grace", "waiter:w1")),
+        CancelTimer(TimerKey.waiter_grace("w1")),
         Route("c7", "u1", "us1", "w1", "ws1"),
         Send("us1", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
         Send(
@@ -983,7 +985,7 @@ def test_restored_waiter_that_never_returns_sends_its_users_to_the_queue() -> No
     sb.handle(QueuedRestored(user(2), 5.0), 100.0)
     sb.handle(UserAuthed("us1", user(1)), 101.0)
     sb.handle(UserAuthed("us2", user(2)), 102.0)
-    assert sb.handle(TimerFired(("grace", "waiter:w1")), 160.0) == [
+    assert sb.handle(TimerFired(TimerKey.waiter_grace("w1")), 160.0) == [
         CloseConversation("c7", CloseReason.WAITER_GONE, 160.0),
         Unroute("c7"),
         Send("us1", "disconnected", None),
@@ -997,7 +999,7 @@ def test_restored_user_that_never_returns_ends_its_conversation() -> None:
     sb = board(resume_grace=GRACE)
     sb.handle(ConversationRestored("c7", user(1), W1, 2.0), 100.0)
     sb.handle(WaiterAuthed("ws1", W1), 101.0)
-    assert sb.handle(TimerFired(("grace", "user:u1")), 160.0) == [
+    assert sb.handle(TimerFired(TimerKey.user_grace("u1")), 160.0) == [
         CloseConversation("c7", CloseReason.USER_GONE, 160.0),
         Unroute("c7"),
         Send("ws1", "disconnected", None),
@@ -1012,10 +1014,10 @@ def test_restored_user_that_never_returns_ends_its_conversation() -> None:
 def test_older_tab_of_a_user_closes_cleanly_after_the_newer_one() -> None:
     """Formerly BUG 1: the account was dropped while an older socket was still open (KeyError)."""
     sb = board()
-    assert sb.handle(UserAuthed("s1", user(1)), 0.0) == [StartTimer(("idle", "s1"), 600.0)]
-    assert sb.handle(UserAuthed("s2", user(1)), 1.0) == [StartTimer(("idle", "s2"), 601.0)]
-    assert sb.handle(SocketClosed("s2"), 2.0) == [CancelTimer(("idle", "s2"))]
-    assert sb.handle(SocketClosed("s1"), 3.0) == [CancelTimer(("idle", "s1"))]
+    assert sb.handle(UserAuthed("s1", user(1)), 0.0) == [StartTimer(TimerKey.idle("s1"), 600.0)]
+    assert sb.handle(UserAuthed("s2", user(1)), 1.0) == [StartTimer(TimerKey.idle("s2"), 601.0)]
+    assert sb.handle(SocketClosed("s2"), 2.0) == [CancelTimer(TimerKey.idle("s2"))]
+    assert sb.handle(SocketClosed("s1"), 3.0) == [CancelTimer(TimerKey.idle("s1"))]
     assert sb.status() == Status(0, 0, 0, {})
 
 
@@ -1035,14 +1037,17 @@ def test_older_tab_inherits_the_queue_place_when_the_newer_one_closes() -> None:
     sb.handle(UserAuthed("s2", user(1)), 1.0)
     assert sb.handle(UserConnect("s2"), 2.0) == [Enqueue("u1", 2.0), location("s2", 0)]
     # the place moves to the open tab at once: no grace needed
-    assert sb.handle(SocketClosed("s2"), 3.0) == [CancelTimer(("idle", "s2")), location("s1", 0)]
-    assert sb.handle(TimerFired(("grace", "user:u1")), 63.0) == []
+    assert sb.handle(SocketClosed("s2"), 3.0) == [
+        CancelTimer(TimerKey.idle("s2")),
+        location("s1", 0),
+    ]
+    assert sb.handle(TimerFired(TimerKey.user_grace("u1")), 63.0) == []
     assert sb.queue() == ["u1"]
-    sb.handle(TimerFired(("idle", "s1"), last_activity=0.0), 600.0)  # warned
-    assert sb.handle(TimerFired(("idle", "s1"), last_activity=0.0), 660.0) == [
+    sb.handle(TimerFired(TimerKey.idle("s1"), last_activity=0.0), 600.0)  # warned
+    assert sb.handle(TimerFired(TimerKey.idle("s1"), last_activity=0.0), 660.0) == [
         Dequeue("u1"),
         Send("s1", "disconnected"),
-        Close("s1", 1000),
+        Close("s1", Hangup.IDLE),
     ]
 
 
@@ -1052,7 +1057,7 @@ def test_older_tab_inherits_the_conversation_when_the_newer_one_closes() -> None
     sb.handle(UserAuthed("s1", user(1)), 0.0)
     sb.handle(UserConnect("s1"), 1.0)
     assert sb.handle(UserAuthed("s2", user(1)), 2.0) == [
-        StartTimer(("idle", "s2"), 602.0),
+        StartTimer(TimerKey.idle("s2"), 602.0),
         Route("c1", "u1", "s2", "w1", "ws1"),
         Send("s2", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
         Send(
@@ -1063,7 +1068,7 @@ def test_older_tab_inherits_the_conversation_when_the_newer_one_closes() -> None
         ),
     ]
     assert sb.handle(SocketClosed("s2"), 3.0) == [
-        CancelTimer(("idle", "s2")),
+        CancelTimer(TimerKey.idle("s2")),
         Route("c1", "u1", "s1", "w1", "ws1"),
         Send("s1", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
         Send(
@@ -1075,8 +1080,8 @@ def test_older_tab_inherits_the_conversation_when_the_newer_one_closes() -> None
     ]
     # the last tab goes: now the grace starts
     assert sb.handle(SocketClosed("s1"), 4.0) == [
-        CancelTimer(("idle", "s1")),
-        StartTimer(("grace", "user:u1"), 64.0),
+        CancelTimer(TimerKey.idle("s1")),
+        StartTimer(TimerKey.user_grace("u1"), 64.0),
     ]
     assert sb.conversations() == {"c1": ("u1", "w1")}
 
@@ -1129,7 +1134,7 @@ def test_restart_keeps_requeued_users_at_the_front() -> None:
             conv.conversation_id, user(int(conv.user_id[1:])), W1, conv.opened_at, conv.queued_at
         )
         sb.handle(restored, 100.0)
-    assert sb.handle(TimerFired(("grace", "waiter:w1")), 160.0) == [
+    assert sb.handle(TimerFired(TimerKey.waiter_grace("w1")), 160.0) == [
         CloseConversation("c2", CloseReason.WAITER_GONE, 160.0),
         Unroute("c2"),
         Enqueue("u2", 2.0),
@@ -1141,7 +1146,7 @@ def test_restored_conversation_without_an_arrival_falls_back_to_opened_at() -> N
     sb = board(resume_grace=GRACE)
     sb.handle(QueuedRestored(user(4), 4.0), 100.0)
     sb.handle(ConversationRestored("c2", user(2), W1, 5.0), 100.0)
-    assert sb.handle(TimerFired(("grace", "waiter:w1")), 160.0) == [
+    assert sb.handle(TimerFired(TimerKey.waiter_grace("w1")), 160.0) == [
         CloseConversation("c2", CloseReason.WAITER_GONE, 160.0),
         Unroute("c2"),
         Enqueue("u2", 5.0),
@@ -1156,7 +1161,7 @@ def test_restore_never_names_a_socket_it_does_not_know() -> None:
     # the waiter first: its user is not back, so there is nobody to announce yet
     step = sb.handle(WaiterAuthed("ws1", W1), 110.0)
     assert step == [
-        CancelTimer(("grace", "waiter:w1")),
+        CancelTimer(TimerKey.waiter_grace("w1")),
         Route("c7", "u1", None, "w1", "ws1"),
     ]
     out += step
@@ -1164,8 +1169,8 @@ def test_restore_never_names_a_socket_it_does_not_know() -> None:
     # the user returns: now the waiter hears of it, with no previous socket to name
     step = sb.handle(UserAuthed("us1", user(1)), 120.0)
     assert step == [
-        StartTimer(("idle", "us1"), 720.0),
-        CancelTimer(("grace", "user:u1")),
+        StartTimer(TimerKey.idle("us1"), 720.0),
+        CancelTimer(TimerKey.user_grace("u1")),
         Route("c7", "u1", "us1", "w1", "ws1"),
         Send("us1", "connect_success", "ws1", W1.as_payload(uuid="ws1")),
         Send(

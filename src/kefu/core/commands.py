@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kefu.core.model import CloseReason
+from kefu.core.model import CloseReason, Hangup, TimerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +20,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close a socket with a WebSocket close code."""
+    """Close a socket, for a reason the server maps to a WebSocket close code."""
 
     socket: str
-    code: int
+    why: Hangup
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +82,13 @@ class Unroute:
 class StartTimer:
     """Feed `TimerFired(key)` back at `at` (the clock of `now`); replaces a timer of that key."""
 
-    key: tuple[str, str]
+    key: TimerKey
     at: float
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    key: tuple[str, str]
+    key: TimerKey
 
 
 Command = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kefu.core.model import Profile
+from kefu.core.model import Profile, TimerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class TimerFired:
     every frame, so it cannot know it otherwise).
     """
 
-    key: tuple[str, str]
+    key: TimerKey
     last_activity: float | None = None
 
 

@@ -39,6 +39,39 @@ class Profile:
         return data
 
 
+class Hangup(StrEnum):
+    """Why the switchboard closes a socket (the server maps each to a close code)."""
+
+    IDLE = "idle"  # the user said nothing through the idle timeout and its grace
+    KICKOUT = "kickout"  # the same waiter signed in on another socket
+
+
+class TimerKind(StrEnum):
+    IDLE = "idle"  # subject: a user socket
+    USER_GRACE = "user_grace"  # subject: a user id whose socket dropped
+    WAITER_GRACE = "waiter_grace"  # subject: a waiter id whose socket dropped
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TimerKey:
+    """Names a timer: starting one with the key of a running one replaces it."""
+
+    kind: TimerKind
+    subject: str
+
+    @classmethod
+    def idle(cls, socket: str) -> TimerKey:
+        return cls(TimerKind.IDLE, socket)
+
+    @classmethod
+    def user_grace(cls, user_id: str) -> TimerKey:
+        return cls(TimerKind.USER_GRACE, user_id)
+
+    @classmethod
+    def waiter_grace(cls, waiter_id: str) -> TimerKey:
+        return cls(TimerKind.WAITER_GRACE, waiter_id)
+
+
 class CloseReason(StrEnum):
     """Why a conversation ended; stored with it."""
 

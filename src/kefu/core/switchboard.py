@@ -31,11 +31,9 @@ from dataclasses import dataclass, field
 from kefu.core import commands as c
 from kefu.core import events as e
 from kefu.core.errors import NotAvailable, NotFound, NotPermitted
-from kefu.core.model import CloseReason, Profile, Role
+from kefu.core.model import CloseReason, Hangup, Profile, Role, TimerKey, TimerKind
 
 IDLE_MESSAGE = "You have been idle; the conversation will end soon unless you send something."
-CLOSE_NORMAL = 1000
-CLOSE_KICKOUT = 4409
 
 
 @dataclass(slots=True)
@@ -152,7 +150,7 @@ class Switchboard:
     # -- user events ----------------------------------------------------------
     def _user_authed(self, ev: e.UserAuthed) -> None:
         self._sockets[ev.socket] = (Role.USER, ev.profile.id)
-        self._emit(c.StartTimer(("idle", ev.socket), self._now + self.idle_timeout))
+        self._emit(c.StartTimer(TimerKey.idle(ev.socket), self._now + self.idle_timeout))
         user = self._users.get(ev.profile.id)
         if user is None:
             user = _User(ev.profile, ev.socket, ev.socket, sockets=[ev.socket])
@@ -166,7 +164,7 @@ class Switchboard:
         """Move the user's queue place or conversation to `socket` and tell both sides."""
         previous = user.last_socket or None
         if user.socket is None:
-            self._emit(c.CancelTimer(("grace", "user:" + user.profile.id)))
+            self._emit(c.CancelTimer(TimerKey.user_grace(user.profile.id)))
         user.socket = socket
         user.last_socket = socket
         if user.in_queue:
@@ -244,9 +242,9 @@ class Switchboard:
         old = waiter.socket
         if old is not None:
             self._sockets.pop(old, None)
-            self._emit(c.Send(old, "kickout"), c.Close(old, CLOSE_KICKOUT))
+            self._emit(c.Send(old, "kickout"), c.Close(old, Hangup.KICKOUT))
         else:
-            self._emit(c.CancelTimer(("grace", "waiter:" + ev.profile.id)))
+            self._emit(c.CancelTimer(TimerKey.waiter_grace(ev.profile.id)))
         previous = waiter.last_socket or None
         waiter.socket = ev.socket
         waiter.last_socket = ev.socket
@@ -317,7 +315,7 @@ class Switchboard:
         role, account = owner
         if role is Role.USER:
             self._idle_warned.pop(ev.socket, None)
-            self._emit(c.CancelTimer(("idle", ev.socket)))
+            self._emit(c.CancelTimer(TimerKey.idle(ev.socket)))
             user = self._users[account]
             user.sockets.remove(ev.socket)
             if user.socket != ev.socket:
@@ -331,7 +329,7 @@ class Switchboard:
             elif self.resume_grace <= 0:
                 self._user_gone(user)
             else:
-                key = ("grace", "user:" + account)
+                key = TimerKey.user_grace(account)
                 self._emit(c.StartTimer(key, self._now + self.resume_grace))
         else:
             waiter = self._waiters[account]
@@ -341,29 +339,27 @@ class Switchboard:
             if self.resume_grace <= 0:
                 self._waiter_gone(waiter)
             else:
-                key = ("grace", "waiter:" + account)
+                key = TimerKey.waiter_grace(account)
                 self._emit(c.StartTimer(key, self._now + self.resume_grace))
 
     def _timer_fired(self, ev: e.TimerFired) -> None:
-        kind, name = ev.key
-        if kind == "idle":
-            self._idle_check(name, ev.last_activity)
-        elif kind == "grace":
-            role, _, account = name.partition(":")
-            if role == "user":
-                user = self._users.get(account)
-                if user is not None and user.socket is None:
-                    self._user_gone(user)
-            else:
-                waiter = self._waiters.get(account)
-                if waiter is not None and waiter.socket is None:
-                    self._waiter_gone(waiter)
+        kind, subject = ev.key.kind, ev.key.subject
+        if kind is TimerKind.IDLE:
+            self._idle_check(subject, ev.last_activity)
+        elif kind is TimerKind.USER_GRACE:
+            user = self._users.get(subject)
+            if user is not None and user.socket is None:
+                self._user_gone(user)
+        elif kind is TimerKind.WAITER_GRACE:
+            waiter = self._waiters.get(subject)
+            if waiter is not None and waiter.socket is None:
+                self._waiter_gone(waiter)
 
     def _idle_check(self, socket: str, last_activity: float | None) -> None:
         owner = self._sockets.get(socket)
         if owner is None:
             return
-        key = ("idle", socket)
+        key = TimerKey.idle(socket)
         seen = last_activity if last_activity is not None else float("-inf")
         warned = self._idle_warned.get(socket)
         if warned is not None and seen > warned:
@@ -387,7 +383,7 @@ class Switchboard:
             if user.in_queue and user.socket == socket:
                 self._dequeue(user)
             self._emit(c.Send(socket, "disconnected"))
-        self._emit(c.Close(socket, CLOSE_NORMAL))
+        self._emit(c.Close(socket, Hangup.IDLE))
         self._assign()
         self._announce_queue()
 
@@ -405,7 +401,7 @@ class Switchboard:
             waiter = _Waiter(ev.waiter, None, "", ev.opened_at)
             self._waiters[ev.waiter.id] = waiter
             grace_at = self._now + self.resume_grace
-            self._emit(c.StartTimer(("grace", "waiter:" + ev.waiter.id), grace_at))
+            self._emit(c.StartTimer(TimerKey.waiter_grace(ev.waiter.id), grace_at))
         user.queued_at = ev.queued_at if ev.queued_at is not None else ev.opened_at
         user.seq = self._next_seq()
         conv = _Conversation(ev.conversation_id, ev.user.id, ev.waiter.id, ev.opened_at)
@@ -415,7 +411,7 @@ class Switchboard:
     def _restored_user(self, profile: Profile) -> _User:
         user = _User(profile, None, "")
         self._users[profile.id] = user
-        self._emit(c.StartTimer(("grace", "user:" + profile.id), self._now + self.resume_grace))
+        self._emit(c.StartTimer(TimerKey.user_grace(profile.id), self._now + self.resume_grace))
         return user
 
     # -- the mechanics ----------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Error status codes and WebSocket close codes of the protocol (sections 3 and 10)."""
+"""Error status codes and WebSocket close codes of the protocol (sections 3 and 10).
+
+The switchboard names why it closes a socket (`Hangup`); the codes are here only.
+"""
+
+from kefu.core.errors import CoreError, NotFound
+from kefu.core.model import Hangup
 
 INVALID_PARAMS = 100000
 NO_DATA = 100001
@@ -14,3 +20,10 @@ CLOSE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
 CLOSE_AUTH_TIMEOUT = 4401
 CLOSE_KICKOUT = 4409
+
+HANGUP_CODES: dict[Hangup, int] = {Hangup.IDLE: CLOSE_NORMAL, Hangup.KICKOUT: CLOSE_KICKOUT}
+
+
+def status_of(error: CoreError) -> int:
+    """The protocol status of a switchboard refusal."""
+    return NO_DATA if isinstance(error, NotFound) else NO_PERMISSION

@@ -1,4 +1,4 @@
-"""create_app(settings): routes, and a lifespan that owns the store and the runtime."""
+"""create_app(settings): routes, and a lifespan that owns the store, the node and its desk."""
 
 from __future__ import annotations
 
@@ -6,58 +6,97 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from kefu.ids import IdGenerator
+from kefu.passwords import PasswordChecker
 from kefu.server.accounts import Accounts
-from kefu.server.api import status_endpoint
+from kefu.server.desk import Desk
 from kefu.server.gateway import Gateway
 from kefu.server.history import History
+from kefu.server.node import Node
 from kefu.server.pages import web_routes
-from kefu.server.runtime import Runtime
+from kefu.server.placement import LocalPlacement
+from kefu.server.status import StatusSource, desk_status, status_endpoint
+from kefu.server.transport import publish
 from kefu.settings import Settings
-from kefu.store import Store, open_store
+from kefu.store import open_store
 from kefu.store.migrate import upgrade
 
 log = logging.getLogger("kefu.app")
 
-WEB_DIR = Path(__file__).parent / "web"
+
+@dataclass
+class Mode:
+    """One node, or a member of a cluster: what differs is only who runs the desk."""
+
+    start: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+    status: StatusSource
+    settled: Callable[[str], Awaitable[None]] | None = None  # a socket's auth was decided
 
 
 def create_app(settings: Settings) -> Starlette:
     secret = settings.signing_secret()
     store = open_store(settings)
-    runtime, history, status = _node(settings, store)
-    accounts = Accounts(store, secret, lambda: runtime.ids())  # a cluster node's ids come late
-    gateway = Gateway(runtime, accounts, history)
+    node = Node(settings, store, IdGenerator(settings.node_id))
+    mode = _cluster_member(node) if settings.broker_url else _one_node(node)
+    accounts = Accounts(store, secret, lambda: node.ids())  # a cluster node's ids come late
+    history = History(node, store, mode.settled)
+    gateway = Gateway(node, accounts, history)
+    passwords = PasswordChecker(settings.password_workers, settings.password_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade, settings.database_url)
         await store.start()
         try:
-            await runtime.restore()
+            await mode.start()
             tune_gc()
             yield
         finally:
-            await runtime.close()
+            await mode.close()
+            passwords.close()
             await asyncio.sleep(0.05)  # let the writers send their close frames
             await store.close()
 
     routes = [
-        Route("/v1/ws/status", status),
-        *web_routes(settings, accounts),
+        Route("/v1/ws/status", status_endpoint(mode.status, settings)),
+        *web_routes(settings, accounts, passwords),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.direct_endpoints = gateway.endpoints()  # the chat sockets (`kefu.server.direct`)
-    app.state.runtime = runtime
-    app.state.store = store
+    publish(app, gateway.endpoints())  # the chat sockets (`kefu.server.transport`)
     return app
+
+
+def _one_node(node: Node) -> Mode:
+    desk = Desk(node.settings, node.store, LocalPlacement(node), node.ids)
+    node.submit = desk.handle
+
+    async def start() -> None:
+        queued, conversations = await desk.restore()
+        if queued or conversations:
+            log.warning("restored %d queued users and %d open conversations", queued, conversations)
+
+    async def close() -> None:
+        desk.close()
+        await node.close()
+
+    return Mode(start, close, desk_status(desk))
+
+
+def _cluster_member(node: Node) -> Mode:
+    if not node.settings.secret:  # a generated key would differ per node: tokens would not travel
+        raise ValueError("a cluster node needs KEFU_SECRET, the same on every node")
+    from kefu.broker import open_broker
+    from kefu.server.cluster.member import ClusterMember
+
+    member = ClusterMember(node, open_broker(node.settings))
+    return Mode(member.start, member.close, member.cluster_status, member.settled)
 
 
 def tune_gc() -> None:
@@ -72,19 +111,3 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-
-
-# -- one node or a cluster member (KEFU_BROKER_URL) -----------------------------------
-def _node(settings: Settings, store: Store) -> tuple[Runtime, History, Any]:
-    """The runtime, history reader and status endpoint of a single node or a cluster node."""
-    ids = IdGenerator(settings.node_id)
-    if not settings.broker_url:
-        runtime = Runtime(settings, store, ids)
-        return runtime, History(runtime, store), status_endpoint(runtime)
-    if not settings.secret:  # a generated key would differ per node: tokens would not travel
-        raise ValueError("a cluster node needs KEFU_SECRET, the same on every node")
-    from kefu.broker import open_broker
-    from kefu.server.cluster import ClusterHistory, ClusterRuntime, cluster_status_endpoint
-
-    node = ClusterRuntime(settings, store, ids, open_broker(settings))
-    return node, ClusterHistory(node, store), cluster_status_endpoint(node)

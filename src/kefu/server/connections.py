@@ -20,8 +20,9 @@ from collections import deque
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+from kefu.core.model import Role
 from kefu.protocol.codes import CLOSE_TRY_AGAIN
-from kefu.server.direct import DirectSocket
+from kefu.server.transport import ChatTransport
 from kefu.store.base import Account
 
 log = logging.getLogger("kefu.connections")
@@ -85,14 +86,14 @@ class Connection:
     def __init__(
         self,
         socket: str,
-        sock: DirectSocket,
-        side: str,
+        sock: ChatTransport,
+        side: Role,
         queue_size: int,
         writes: Writes,
     ) -> None:
         self.socket = socket
         self.sock = sock
-        self.side = side  # "user" | "waiter"
+        self.side = side  # USER or WAITER: which endpoint the socket came in on
         self.account: Account | None = None
         self.address = "?"  # the client's address (see `server/proxies.py`)
         self.last_activity = 0.0

@@ -1,6 +1,6 @@
-"""The two WebSocket endpoints: accept, authenticate, read frames, hand them to the runtime.
+"""The two WebSocket endpoints: accept, authenticate, read frames, hand them to the node.
 
-Frames are handled as they arrive on the socket (`kefu.server.direct`), with
+Frames are handled as they arrive on the socket (`kefu.server.transport`), with
 no task per socket while nothing waits: the message path runs to the store
 without an await. A frame whose handling must wait (a new account's auth,
 history, a rating after the chat) runs as the socket's one busy task, and the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 import uuid
 from collections import deque
@@ -21,49 +20,45 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from sqlalchemy.exc import SQLAlchemyError
 
 from kefu.core import events as ev
 from kefu.core.errors import NotPermitted
+from kefu.core.model import Role
 from kefu.protocol import codes
 from kefu.protocol import frames as f
 from kefu.server.accounts import Accounts
 from kefu.server.connections import Connection
-from kefu.server.direct import DirectSocket, Endpoint, Refusal
 from kefu.server.history import History
+from kefu.server.node import Node
 from kefu.server.origin import origin_allowed
 from kefu.server.proxies import TrustedProxies
-from kefu.server.runtime import RouteEntry, Runtime
+from kefu.server.routes import RouteEntry
+from kefu.server.transport import ChatTransport, Endpoint, Refusal
 from kefu.store.base import Account, StoreError
 from kefu.tokens import Claims, TokenError
 
 log = logging.getLogger("kefu.gateway")
 
-# What a store may raise while its database is unreachable or refuses work.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    StoreError,
-    SQLAlchemyError,
-    sqlite3.Error,
-    OSError,
-    TimeoutError,
-)
+# What a store raises while its database is unreachable or refuses work (a store
+# turns every driver error into a StoreError).
+UNAVAILABLE: tuple[type[BaseException], ...] = (StoreError,)
 REFUSED: tuple[type[BaseException], ...] = (f.FrameError, NotPermitted, *UNAVAILABLE)
 INBOX_HOLD = 32  # frames waiting behind a slow one: stop reading the socket until they are done
 
 
 class Gateway:
-    def __init__(self, runtime: Runtime, accounts: Accounts, history: History) -> None:
-        self.runtime = runtime
+    def __init__(self, node: Node, accounts: Accounts, history: History) -> None:
+        self.node = node
         self.accounts = accounts
         self.history = history
-        self.settings = runtime.settings
+        self.settings = node.settings
         self.proxies = TrustedProxies(self.settings.trusted_proxies)
         self._unauthenticated = Tally()
 
     def endpoints(self) -> dict[str, Endpoint]:
-        """The two chat paths, served by `kefu.server.direct` beside the ASGI app."""
-        user = Endpoint(partial(self.open, "user", f.user_decoder), self.admit)
-        waiter = Endpoint(partial(self.open, "waiter", f.waiter_decoder), self.admit)
+        """The two chat paths (published by the app, served by `kefu.server.transport`)."""
+        user = Endpoint(partial(self.open, Role.USER, f.user_decoder), self.admit)
+        waiter = Endpoint(partial(self.open, Role.WAITER, f.waiter_decoder), self.admit)
         return {"/v1/ws/connect/user": user, "/v1/ws/connect/waiter": waiter}
 
     # -- the socket's life ------------------------------------------------------
@@ -86,20 +81,20 @@ class Gateway:
 
     def open(
         self,
-        side: str,
+        side: Role,
         decoder: msgspec.json.Decoder[Any],
-        sock: DirectSocket,
+        sock: ChatTransport,
         headers: dict[str, str],
         peer: str,
     ) -> None:
-        runtime = self.runtime
+        node = self.node
         queue_size = self.settings.send_queue_size
-        conn = Connection(str(uuid.uuid4()), sock, side, queue_size, runtime.connections.writes)
+        conn = Connection(str(uuid.uuid4()), sock, side, queue_size, node.connections.writes)
         conn.address = self.proxies.client(peer, headers.get("x-forwarded-for"))
         self._unauthenticated.add(conn.address)
         conn.last_activity = conn.refilled = time.time()
         conn.tokens = float(self.settings.rate_burst)
-        runtime.connections.add(conn)
+        node.connections.add(conn)
         loop = asyncio.get_running_loop()
         auth_timer = loop.call_later(self.settings.auth_timeout, self._auth_timeout, conn)
         sock.on_frame = partial(self._on_frame, conn, decoder)
@@ -110,11 +105,11 @@ class Gateway:
         if conn.account is None:
             self._unauthenticated.remove(conn.address)
         conn.stop()
-        runtime = self.runtime
-        runtime.connections.remove(conn)
+        node = self.node
+        node.connections.remove(conn)
         if conn.account is not None:
             try:
-                runtime.submit(ev.SocketClosed(conn.socket))
+                node.submit(ev.SocketClosed(conn.socket), None)
             except Exception:
                 log.exception("closing socket state failed")
 
@@ -215,7 +210,7 @@ class Gateway:
         if conn.account is None:
             self._error(conn, codes.NOT_AUTHENTICATED, "authenticate first", frame.op_id)
             return None
-        if conn.side == "user":
+        if conn.side is Role.USER:
             return self._user_frame(conn, frame)
         return self._waiter_frame(conn, frame)
 
@@ -247,7 +242,7 @@ class Gateway:
             self._error(conn, codes.NO_PERMISSION, message, frame.op_id)
             return None
         payload = account.profile().as_payload()
-        self.runtime.send(conn.socket, "auth_success", payload=payload, op_id=frame.op_id)
+        self.node.send(conn.socket, "auth_success", payload=payload, op_id=frame.op_id)
         if frame.payload.last_id is not None:
             return self.history.replay(conn, frame.payload.last_id)
         return None
@@ -269,54 +264,52 @@ class Gateway:
             conn.close(codes.CLOSE_POLICY)
 
     def _authed(self, conn: Connection, frame: f.Auth, account: Account) -> Awaitable[None] | None:
-        if conn.side == "waiter" and account.role not in ("waiter", "admin"):
+        if conn.side is Role.WAITER and account.role not in (Role.WAITER, Role.ADMIN):
             self._error(conn, codes.NO_PERMISSION, "this socket is for waiters", frame.op_id)
             return None
         limit = self.settings.max_user_sockets
-        if conn.side == "user" and self.runtime.connections.sockets_of(account.id) >= limit:
+        if conn.side is Role.USER and self.node.connections.sockets_of(account.id) >= limit:
             self._error(conn, codes.NO_PERMISSION, f"at most {limit} sockets per user", frame.op_id)
             return None
         conn.account = account
         self._unauthenticated.remove(conn.address)
-        self.runtime.connections.bind(conn)
+        self.node.connections.bind(conn)
         profile = account.profile()
-        self.runtime.send(
-            conn.socket, "auth_success", payload=profile.as_payload(), op_id=frame.op_id
-        )
-        if conn.side == "user":
-            self.runtime.submit(ev.UserAuthed(conn.socket, profile))
+        self.node.send(conn.socket, "auth_success", payload=profile.as_payload(), op_id=frame.op_id)
+        if conn.side is Role.USER:
+            self.node.submit(ev.UserAuthed(conn.socket, profile), None)
         else:
-            self.runtime.submit(ev.WaiterAuthed(conn.socket, profile))
+            self.node.submit(ev.WaiterAuthed(conn.socket, profile), None)
         if frame.payload.last_id is not None:
             return self.history.replay(conn, frame.payload.last_id)
         return None
 
     def _user_frame(self, conn: Connection, frame: f.Frame) -> Awaitable[None] | None:
-        runtime = self.runtime
+        node = self.node
         match frame:
             case f.MessageText() | f.MessageImage():
-                route = runtime.route_of_user_socket(conn.socket)
+                route = node.routes.of_user_socket(conn.socket)
                 if route is None:
-                    runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
+                    node.send(conn.socket, "not_connect", op_id=frame.op_id)
                     return None
                 self._post(conn, route, frame)
             case f.Connect():
-                runtime.submit(ev.UserConnect(conn.socket), frame.op_id)
+                node.submit(ev.UserConnect(conn.socket), frame.op_id)
             case f.UserDisconnect():
-                runtime.submit(ev.UserDisconnect(conn.socket), frame.op_id)
+                node.submit(ev.UserDisconnect(conn.socket), frame.op_id)
             case f.UserHistory(payload=p):
                 return self.history.user_history(conn, frame.op_id, p)
             case f.UserRate(payload=p):
-                if runtime.route_of_user_socket(conn.socket) is not None:
-                    runtime.submit(ev.UserRate(conn.socket, p.rate), frame.op_id)
+                if node.routes.of_user_socket(conn.socket) is not None:
+                    node.submit(ev.UserRate(conn.socket, p.rate), frame.op_id)
                 else:
                     return self.history.rate_closed(conn, p.rate, frame.op_id)
             case f.Typing() | f.Read():
-                route = runtime.route_of_user_socket(conn.socket)
+                route = node.routes.of_user_socket(conn.socket)
                 if route is None:
-                    runtime.send(conn.socket, "not_connect", op_id=frame.op_id)
+                    node.send(conn.socket, "not_connect", op_id=frame.op_id)
                     return None
-                runtime.send(
+                node.send(
                     route.waiter_socket,
                     frame.__struct_config__.tag,  # type: ignore[arg-type]
                     frm=conn.socket,
@@ -325,29 +318,29 @@ class Gateway:
         return None
 
     def _waiter_frame(self, conn: Connection, frame: f.Frame) -> Awaitable[None] | None:
-        runtime = self.runtime
+        node = self.node
         match frame:
             case f.MessageText() | f.MessageImage():
                 self._post(conn, self._waiter_route(conn, frame), frame)
             case f.Ready():
-                runtime.submit(ev.WaiterReady(conn.socket), frame.op_id)
+                node.submit(ev.WaiterReady(conn.socket), frame.op_id)
             case f.Unready():
-                runtime.submit(ev.WaiterUnready(conn.socket), frame.op_id)
+                node.submit(ev.WaiterUnready(conn.socket), frame.op_id)
             case f.WaiterDisconnect(payload=p):
-                runtime.submit(ev.WaiterEnd(conn.socket, p.uuid), frame.op_id)
+                node.submit(ev.WaiterEnd(conn.socket, p.uuid), frame.op_id)
             case f.WaiterHistory(payload=p):
                 return self.history.waiter_history(conn, frame.op_id, p)
             case f.SessionHistory():
                 return self.history.session_history(conn, frame.op_id)
             case f.WaiterRate():
                 route = self._waiter_route(conn, frame)
-                runtime.send(route.user_socket, "rate", frm=conn.socket)
-                runtime.send(conn.socket, "rate_success", frm=route.user_socket, op_id=frame.op_id)
+                node.send(route.user_socket, "rate", frm=conn.socket)
+                node.send(conn.socket, "rate_success", frm=route.user_socket, op_id=frame.op_id)
             case f.Transfer(payload=p):
-                runtime.submit(ev.WaiterTransfer(conn.socket, p.uuid, p.waiter_id), frame.op_id)
+                node.submit(ev.WaiterTransfer(conn.socket, p.uuid, p.waiter_id), frame.op_id)
             case f.Typing() | f.Read():
                 route = self._waiter_route(conn, frame)
-                runtime.send(
+                node.send(
                     route.user_socket,
                     frame.__struct_config__.tag,  # type: ignore[arg-type]
                     frm=conn.socket,
@@ -358,7 +351,7 @@ class Gateway:
     def _waiter_route(self, conn: Connection, frame: f.Frame) -> RouteEntry:
         if frame.to is None:
             raise f.FrameError("`to` (the user's socket UUID) is required")
-        route = self.runtime.route_of_user_socket(frame.to)
+        route = self.node.routes.of_user_socket(frame.to)
         if route is None or route.waiter_socket != conn.socket:
             raise NotPermitted(f"{frame.to!r} is not one of your users")
         return route
@@ -371,16 +364,16 @@ class Gateway:
             wire = stored
             if settings.legacy_text_field:  # old clients read the text as `message`
                 wire = _ENCODE({"text": payload.text, "message": payload.text})
-            self.runtime.post_message(conn, route, "message_text", stored, frame.op_id, wire)
+            self.node.post_message(conn, route, "message_text", stored, frame.op_id, wire)
         elif isinstance(frame, f.MessageImage):
             f.validate_image(frame.payload, settings.max_image_chars)
             stored = _ENCODE(frame.payload)
-            self.runtime.post_message(conn, route, "message_image", stored, frame.op_id, stored)
+            self.node.post_message(conn, route, "message_image", stored, frame.op_id, stored)
 
     def _error(
         self, conn: Connection, status: int, message: str, op_id: str | None, data: Any = None
     ) -> None:
-        self.runtime.error(conn.socket, status, message, op_id, data)
+        self.node.error(conn.socket, status, message, op_id, data)
 
 
 _ENCODE = msgspec.json.Encoder().encode

@@ -9,14 +9,15 @@ the values of the statement).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kefu.core.model import Role
 from kefu.protocol import codes
 from kefu.protocol import frames as f
 from kefu.protocol.out import legacy_text, rfc3339
 from kefu.server.connections import Connection
-from kefu.server.runtime import Runtime
+from kefu.server.node import Node
 from kefu.store.base import HistoryEntry, Store
 
 REPLAY_PAGE = 500  # messages read per query when replaying on resume
@@ -36,10 +37,16 @@ def entry_payload(entry: HistoryEntry, legacy: bool = False) -> dict[str, Any]:
 
 
 class History:
-    def __init__(self, runtime: Runtime, store: Store) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        node: Node,
+        store: Store,
+        settled: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._node = node
         self._store = store
-        self._legacy = runtime.settings.legacy_text_field
+        self._settled = settled  # a cluster: a socket's routes arrive once the leader decided
+        self._legacy = node.settings.legacy_text_field
 
     async def _answer(
         self, conn: Connection, op_id: str | None, what: str, work: Awaitable[None]
@@ -50,7 +57,7 @@ class History:
         except Exception as exc:
             log.warning("%s failed for socket %s: %s", what, conn.socket, type(exc).__name__)
             message = f"{what} is not available right now, please retry"
-            self._runtime.error(conn.socket, codes.UNKNOWN, message, op_id)
+            self._node.error(conn.socket, codes.UNKNOWN, message, op_id)
 
     async def user_history(
         self, conn: Connection, op_id: str | None, p: f.UserHistoryPayload | None
@@ -86,14 +93,14 @@ class History:
         before, limit = (p.before, p.limit) if p is not None else (None, 100)
         entries = await self._store.history(conn.account.id, before, limit)
         data = [entry_payload(x, self._legacy) for x in entries]
-        self._runtime.send(conn.socket, "message_history", payload=data, op_id=op_id)
+        self._node.send(conn.socket, "message_history", payload=data, op_id=op_id)
 
     async def _waiter_history(
         self, conn: Connection, op_id: str | None, p: f.WaiterHistoryPayload
     ) -> None:
         entries = await self._store.history(p.user_id, p.before, p.limit)
         payload = {"user_id": p.user_id, "data": [entry_payload(x, self._legacy) for x in entries]}
-        self._runtime.send(conn.socket, "message_history", payload=payload, op_id=op_id)
+        self._node.send(conn.socket, "message_history", payload=payload, op_id=op_id)
 
     async def _session_history(self, conn: Connection, op_id: str | None) -> None:
         assert conn.account is not None
@@ -109,27 +116,30 @@ class History:
             for s in sessions
         ]
         payload = {"user_id": conn.account.id, "data": data}
-        self._runtime.send(conn.socket, "session_history", payload=payload, op_id=op_id)
+        self._node.send(conn.socket, "session_history", payload=payload, op_id=op_id)
 
     async def _rate_closed(self, conn: Connection, rate: int, op_id: str | None) -> None:
         assert conn.account is not None
         await self._store.flush()  # a close-with-rating may still be queued
         conv = await self._store.latest_conversation(conn.account.id)
         if conv is None:
-            self._runtime.error(conn.socket, codes.NO_DATA, "no conversation to rate", op_id)
+            self._node.error(conn.socket, codes.NO_DATA, "no conversation to rate", op_id)
             return
         if conv.rate is not None or not await self._store.rate(conv.id, rate):
-            self._runtime.error(conn.socket, codes.DUPLICATE, "already rated", op_id)
+            self._node.error(conn.socket, codes.DUPLICATE, "already rated", op_id)
             return
-        self._runtime.send(conn.socket, "rate_success", payload={"rate": rate}, op_id=op_id)
+        self._node.send(conn.socket, "rate_success", payload={"rate": rate}, op_id=op_id)
 
     async def _replay(self, conn: Connection, last_id: str) -> None:
-        runtime = self._runtime
-        route = runtime.route_of_user_socket(conn.socket) if conn.side == "user" else None
-        routes = [route] if route is not None else runtime.routes_of_waiter(conn.socket)
+        if self._settled is not None:
+            await self._settled(conn.socket)
+        node = self._node
+        user = conn.side is Role.USER
+        route = node.routes.of_user_socket(conn.socket) if user else None
+        routes = [route] if route is not None else node.routes.of_waiter_socket(conn.socket)
         high = max(1, conn.queue_size // 2)
         for r in routes:
-            peer = r.waiter_socket if conn.side == "user" else r.user_socket
+            peer = r.waiter_socket if user else r.user_socket
             after = last_id
             while True:
                 page = await self._store.messages_after(r.conversation_id, after, REPLAY_PAGE)
@@ -139,7 +149,7 @@ class History:
                     if not await conn.wait_below(high):
                         return
                     payload = legacy_text(m.type, m.payload) if self._legacy else m.payload
-                    runtime.send(
+                    node.send(
                         conn.socket,
                         m.type,
                         frm=peer,

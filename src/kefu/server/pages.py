@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from kefu.passwords import PasswordChecker
 from kefu.server.accounts import Accounts
 from kefu.server.login import login_route
 from kefu.settings import Settings
@@ -79,12 +80,14 @@ class _Assets(StaticFiles):
         return response
 
 
-def web_routes(settings: Settings, accounts: Accounts) -> list[BaseRoute]:
+def web_routes(
+    settings: Settings, accounts: Accounts, checker: PasswordChecker | None = None
+) -> list[BaseRoute]:
     return [
         Route("/v1/ws/example/user", _page("user.html")),
         Route("/v1/ws/example/waiter", _page("waiter.html")),
         Route("/console", _page("waiter.html")),
         Route("/widget.js", _widget),
-        login_route(settings, accounts),
+        login_route(settings, accounts, checker),
         Mount("/static", _Assets(directory=ASSETS_DIR), name="static"),
     ]

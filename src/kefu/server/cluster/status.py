@@ -1,0 +1,105 @@
+"""The cluster's status: the leader publishes a snapshot through the broker, every node reads it.
+
+`GET /v1/ws/status` on any node answers the whole cluster: the desk's
+figures as on one node, plus [ext] `leader`, `nodes` (per node: its users
+and waiters, whether it leads) and `node` (who answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kefu.broker.base import Broker, BrokerError
+from kefu.core.model import Role
+from kefu.server.cluster.placement import ClusterPlacement
+from kefu.server.desk import Desk
+
+log = logging.getLogger("kefu.cluster")
+
+STATUS_KEY = "status"
+
+EMPTY_STATUS: dict[str, Any] = {
+    "online_waiter_num": 0,
+    "online_user_num": 0,
+    "pending_num": 0,
+    "matchers": {},
+    "leader": None,
+    "nodes": {},
+}
+
+
+def snapshot(desk: Desk, placement: ClusterPlacement, live: set[str]) -> dict[str, Any]:
+    """The leader's view of the whole cluster."""
+    s = desk.status()
+    nodes: dict[str, dict[str, Any]] = {
+        n: {"online_user_num": 0, "online_waiter_num": 0, "leader": n == placement.node}
+        for n in sorted(live)
+    }
+    for socket, node in placement.socket_nodes.items():
+        owner = desk.switchboard.account_of(socket)
+        if owner is None:
+            continue
+        entry = nodes.setdefault(
+            node, {"online_user_num": 0, "online_waiter_num": 0, "leader": False}
+        )
+        entry["online_user_num" if owner[0] is Role.USER else "online_waiter_num"] += 1
+    return {
+        "online_waiter_num": s.online_waiter_num,
+        "online_user_num": s.online_user_num,
+        "pending_num": s.pending_num,
+        "matchers": s.matchers,
+        "leader": placement.node,
+        "nodes": nodes,
+    }
+
+
+class StatusPublisher:
+    """The leader's loop: publish the snapshot when it changed (at least every interval)."""
+
+    def __init__(
+        self, name: str, broker: Broker, make: Callable[[], dict[str, Any]], node_ttl: float
+    ) -> None:
+        self._name = name
+        self._broker = broker
+        self._make = make
+        self._interval = node_ttl / 3
+        self._ttl = max(10.0, 3 * node_ttl)
+        self.dirty = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dirty.wait(), self._interval)
+            self.dirty.clear()
+            data = json.dumps(self._make(), separators=(",", ":")).encode()
+            try:
+                await self._broker.put(STATUS_KEY, data, self._ttl)
+            except Exception as exc:
+                log.warning("leader %s: status not published: %s", self._name, exc)
+                self.dirty.set()
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(0.05)
+
+
+class StatusReader:
+    """A node's view: the leader's latest snapshot, the last one seen if the broker is away."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.snapshot: dict[str, Any] = dict(EMPTY_STATUS)
+        self._seen = False
+
+    async def read(self, node: str) -> dict[str, Any]:
+        try:
+            raw = await self._broker.get(STATUS_KEY)
+        except BrokerError:
+            raw = None if self._seen else b""  # keep the last one
+        if raw is not None:
+            self.snapshot = json.loads(raw) if raw else dict(EMPTY_STATUS)
+            self._seen = bool(raw)
+        return {**self.snapshot, "node": node}

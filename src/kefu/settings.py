@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     node_ttl: float = Field(default=5.0, gt=0)  # heartbeat TTL: a silent node is dropped after it
     event_stream_maxlen: int = Field(default=100_000, ge=100)  # lifecycle events kept in Redis
     log_level: str = "warning"
+    transport: str = Field(default="auto", pattern="^(auto|fast|plain)$")  # chat sockets
 
     def signing_secret(self) -> str:
         """KEFU_SECRET, or a key generated once and kept beside the database (mode 600)."""

@@ -1,11 +1,12 @@
 """A test-only echo endpoint on kefu's own server stack, for the Autobahn cases (kosoku).
 
 `python echo_server.py PORT [MAX_FRAME_BYTES]` serves `/echo` as kefu serves
-its chat sockets: a `kefu.server.direct` endpoint beside a tiny Starlette app
-(which answers plain HTTP on `/` and serves `/asgi-echo` through ASGI), run by
-`kefu.server.serve.uvicorn_config(app, settings)`: the same uvicorn, socket
-implementation, limits, keepalive and compression settings as `kefu serve`.
-Text is echoed as text, binary as binary.
+its chat sockets: a chat endpoint (`kefu.server.transport.publish`) of a tiny
+Starlette app (which answers plain HTTP on `/` and serves `/asgi-echo` through
+ASGI), run by `kefu.server.serve.uvicorn_config(app, settings)`: the same
+uvicorn, transport, limits, keepalive and compression settings as `kefu serve`.
+KEFU_TRANSPORT chooses the transport, as for `kefu serve` (KEFU_TEST_TRANSPORT
+overrides it, as for the e2e servers). Text is echoed as text, binary as binary.
 
 `python echo_server.py PORT calibrate` runs python-websockets' own compliance
 echo server instead (`max_size=2**25`, no compression), the reference the
@@ -14,7 +15,9 @@ kosoku verdicts are calibrated against.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any, cast
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,8 +26,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kefu.server.direct import DirectSocket, Endpoint
 from kefu.server.serve import uvicorn_config
+from kefu.server.transport import BinaryTransport, ChatTransport, Endpoint, publish
 from kefu.settings import Settings
 
 
@@ -43,7 +46,9 @@ async def echo(ws: WebSocket) -> None:
         return
 
 
-def open_echo(sock: DirectSocket, headers: dict[str, str], peer: str) -> None:
+def open_echo(chat: ChatTransport, headers: dict[str, str], peer: str) -> None:
+    sock = cast(BinaryTransport, chat)  # both transports send binary too
+
     def on_frame(message: str | bytes) -> None:
         if isinstance(message, str):
             sock.write_frames([message.encode()])
@@ -60,7 +65,7 @@ async def hello(request: Request) -> PlainTextResponse:
 def app() -> Starlette:
     routes = [Route("/", hello), WebSocketRoute("/asgi-echo", echo)]
     application = Starlette(routes=routes)
-    application.state.direct_endpoints = {"/echo": Endpoint(open_echo)}
+    publish(application, {"/echo": Endpoint(open_echo)})
     return application
 
 
@@ -82,9 +87,12 @@ def main() -> None:
 
         asyncio.run(calibration(port))
         return
-    settings = Settings(host="127.0.0.1", port=port)
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": port}
     if len(sys.argv) > 2:
-        settings = Settings(host="127.0.0.1", port=port, max_frame_bytes=int(sys.argv[2]))
+        values["max_frame_bytes"] = int(sys.argv[2])
+    if os.environ.get("KEFU_TEST_TRANSPORT"):  # as for the e2e servers (support/servers.py)
+        values["transport"] = os.environ["KEFU_TEST_TRANSPORT"]
+    settings = Settings(**values)
     uvicorn.Server(uvicorn_config(app(), settings)).run()
 
 

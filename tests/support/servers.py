@@ -47,6 +47,10 @@ BASE_SETTINGS: dict[str, Any] = {
     "rate_limit": 10000,
     "rate_burst": 10000,
 }
+# KEFU_TEST_TRANSPORT=plain|fast serves every server's chat sockets on that transport
+# (KEFU_TRANSPORT); `make test` runs a set of the e2e tests again with `plain`.
+if os.environ.get("KEFU_TEST_TRANSPORT"):
+    BASE_SETTINGS["transport"] = os.environ["KEFU_TEST_TRANSPORT"]
 
 
 def free_port() -> int:

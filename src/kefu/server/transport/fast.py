@@ -1,11 +1,15 @@
-"""kefu's chat sockets, served beside the ASGI app on the same port without going through it.
+"""The fast transport: kefu's chat sockets beside the ASGI app on one port, not through it.
+
+The only module of kefu that imports uvicorn's internals (its httptools
+protocol, `ServerState`): `choice.py` uses it only with a uvicorn version it
+was tested against, and serves the plain transport (`plain.py`) otherwise.
 
 ASGI costs a chat socket an HTTP request parsed twice, a scope, a task, a
 queue hop and a pause/resume of the transport per frame in, and an awaited
 `send` per frame out: under load most of the wire cost, and most of the cost
 of opening a socket. So `kefu serve` runs uvicorn with `http_protocol(...)`:
 uvicorn's httptools protocol, which hands an upgrade request for one of the
-chat paths to a `DirectSocket` instead of to the app. Every other request,
+chat paths to a `FastSocket` instead of to the app. Every other request,
 WebSocket or not, goes to the ASGI app as usual.
 
 * The handshake is RFC 6455 section 4.2 on the headers httptools has already
@@ -34,7 +38,6 @@ import binascii
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
@@ -47,16 +50,17 @@ from websockets.server import ServerProtocol
 from websockets.utils import accept_key
 
 from kefu.server.clientlog import client_log
+from kefu.server.transport.base import Endpoint, HeadLimits, joined_headers, retry_after
 
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
-log = logging.getLogger("kefu.direct")
+log = logging.getLogger("kefu.transport")
 # websockets logs every frame, bodies and tokens included, at DEBUG on the logger it is
 # given: this one never passes DEBUG, whatever the log level.
-_frames_log = logging.getLogger("kefu.direct.frames")
+_frames_log = logging.getLogger("kefu.transport.frames")
 _frames_log.setLevel(logging.INFO)
 
 _OPEN = State.OPEN
@@ -75,33 +79,7 @@ def text_frame_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
-Refusal = tuple[int, str]  # (HTTP status, message) for an upgrade that is refused
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A WebSocket path served directly: `admit` may refuse the upgrade, `open` takes the socket.
-
-    `admit(headers, peer)` gets the request headers as (lower-case name, value)
-    strings and the peer's address, and returns None or a `Refusal`;
-    `open(sock, headers, peer)` sets the socket's callbacks.
-    """
-
-    open: Callable[[DirectSocket, dict[str, str], str], None]
-    admit: Callable[[dict[str, str], str], Refusal | None] = lambda headers, peer: None
-
-
-@dataclass(frozen=True, slots=True)
-class HeadLimits:
-    """What a request head may cost before the application sees it."""
-
-    max_bytes: int = 16384  # request line and headers, in total
-    max_headers: int = 100
-    timeout: float = 10.0  # seconds to send a whole request head, from the connection or
-    # from the end of the previous response
-
-
-class DirectSocket(asyncio.Protocol):
+class FastSocket(asyncio.Protocol):
     """One accepted WebSocket; the endpoint sets `on_frame`, `on_writable` and `on_closed`."""
 
     on_frame: Callable[[str | bytes], None] | None = None
@@ -365,7 +343,7 @@ class DirectSocket(asyncio.Protocol):
 
 # -- the handshake, on uvicorn's HTTP protocol ------------------------------------------------
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, heads bounded; chat upgrades become `DirectSocket`s.
+    """uvicorn's httptools protocol, heads bounded; chat upgrades become `FastSocket`s.
 
     Before any application code runs, a request head (request line and
     headers) must arrive within `limits.timeout` and stay within
@@ -472,11 +450,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _upgrade(self, endpoint: Endpoint, path: str) -> None:
         self.connections.discard(self)
-        headers: dict[str, str] = {}
-        for name, value in self.scope["headers"]:
-            key = name.decode("latin-1")
-            text = value.decode("latin-1").strip()
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        headers = joined_headers(self.scope["headers"])
         peer = self.client[0] if self.client else "?"
         refusal: tuple[int, list[tuple[str, str]], str] | None = _refusal(
             self.scope["method"], headers
@@ -485,8 +459,7 @@ class HttpProtocol(HttpToolsProtocol):
             admitted = endpoint.admit(headers, peer)
             if admitted is not None:
                 status, message = admitted
-                extra = [("Retry-After", "5")] if status in (429, 503) else []
-                refusal = (status, extra, message)
+                refusal = (status, retry_after(status), message)
         if refusal is not None:
             client_log.info('%s - "WebSocket %s" %d', peer, path, refusal[0])
             self._respond(*refusal)
@@ -501,7 +474,7 @@ class HttpProtocol(HttpToolsProtocol):
             response += [name, b": ", value, b"\r\n"]
         response.append(b"\r\n")
         self.transport.write(b"".join(response))
-        sock = DirectSocket(self.transport, self.config, self.server_state)
+        sock = FastSocket(self.transport, self.config, self.server_state)
         self.transport.set_protocol(sock)
         endpoint.open(sock, headers, peer)
 
@@ -564,3 +537,20 @@ def http_protocol(
     by_path = {path.encode(): endpoint for path, endpoint in endpoints.items()}
     attrs = {"endpoints": by_path, "limits": limits or HeadLimits()}
     return type("KefuHttpProtocol", (HttpProtocol,), attrs)
+
+
+# What this module relies on in uvicorn's httptools protocol beyond `asyncio.Protocol`: the
+# methods it overrides or calls. `choice.py` checks them before choosing this transport.
+USES = (
+    "_should_upgrade",
+    "_unset_keepalive_if_required",
+    "handle_websocket_upgrade",
+    "on_header",
+    "on_headers_complete",
+    "on_message_begin",
+)
+
+
+def missing() -> list[str]:
+    """What `USES` names that the installed uvicorn's httptools protocol lacks."""
+    return [name for name in USES if not callable(getattr(HttpToolsProtocol, name, None))]

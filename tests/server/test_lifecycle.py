@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -310,7 +311,7 @@ async def test_user_resume_replays_messages_after_last_id(make_server: MakeServe
 
     new = await srv.open("user", "user-new")
     await new.auth(who, last_id=mine["id"])
-    replayed = []
+    replayed: list[dict[str, Any]] = []
     connected = False
     while len(replayed) < 3 or not connected:
         frame = await new.recv()

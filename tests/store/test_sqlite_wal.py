@@ -257,7 +257,7 @@ async def test_an_idle_store_wakes_the_loop_rarely(tmp_path: Path, monkeypatch: 
 
     try:
         await real_sleep(0.3)  # past the start
-        monkeypatch.setattr(sqlite_store.asyncio, "sleep", counting_sleep)
+        monkeypatch.setattr(asyncio, "sleep", counting_sleep)  # the module the checkpointer uses
         await real_sleep(1.0)
         monkeypatch.undo()
         assert sleeps <= 20, f"{sleeps} sleeps in 1 s of an idle store"

@@ -10,6 +10,13 @@ Two kinds of work go through a store:
 * **cold reads** (accounts, history, sessions, state at start): plain
   coroutines.
 
+Errors: a store raises only `StoreError`s. Whatever its database driver or the
+file system raises becomes `StoreUnavailable` (the cause kept as `__cause__`),
+so callers catch `StoreError` and never a driver's exceptions. In a cluster,
+the leader's lifecycle records carry its epoch (`claim_epoch`, `write(...,
+epoch)`): a leader whose epoch was superseded gets `Fenced` instead of
+writing.
+
 All times are float seconds since the Unix epoch (UTC) at this interface;
 tables keep them as integer microseconds. Ids are strings. Nothing here
 returns ORM rows.

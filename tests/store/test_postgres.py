@@ -160,7 +160,8 @@ async def test_a_value_too_long_for_its_column_fails_only_its_item(postgres_url:
         other = message(new_id, "c" * 21, ALICE.id, BOB.id, "conversation id too long")
         last = message(new_id, cid, ALICE.id, BOB.id, "kept too", op_id="op-2")
         futures = append_all(store, [good, too_long, other])
-        store.write(CloseConversation(cid, "r" * 33, 5.0))  # close_reason is 32 wide
+        too_wide: Any = "r" * 33  # close_reason is 32 wide
+        store.write(CloseConversation(cid, too_wide, 5.0))
         store.write(Enqueue(ALICE.id, 5.0))
         futures += append_all(store, [last])
         failures = store.writer.stats.failures

@@ -64,7 +64,8 @@ def batches(seed: int, count: int) -> list[list[WriteOp]]:
                 convs.append(cid)
                 ops.append(OpenConversation(cid, "u-carol", "w-dave", id_time(cid)))
             elif roll < 0.08:
-                ops.append(rng.choice([Enqueue("u-carol", 5.0), Dequeue("u-carol")]))
+                records: list[WriteOp] = [Enqueue("u-carol", 5.0), Dequeue("u-carol")]
+                ops.append(rng.choice(records))
             elif roll < 0.13 and sent:
                 ops.append(rng.choice(sent))  # the very same message (and id) again
             else:

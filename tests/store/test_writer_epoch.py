@@ -32,7 +32,7 @@ class EpochBackend:
 
     async def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
         self.batches.append(list(ops))
-        epoch, results = self.epoch, []
+        epoch, results = self.epoch, list[Any]()
         for op in ops:
             if isinstance(op, CheckEpoch) and op.epoch != epoch:
                 raise Fenced(op.epoch)

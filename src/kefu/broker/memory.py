@@ -159,7 +159,8 @@ class MemoryBroker:
                 return out
             hub.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hub.changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await hub.changed.wait()
             hub = self._check()
 
     async def ack_events(self, upto: str) -> None:

@@ -227,7 +227,8 @@ class RedisBroker:
                 await self._pubsub.subscribe(self.channel(node))
         # wait (briefly) for the first subscription, so a publish right after is heard
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._subscribed.wait()
 
     async def unsubscribe(self, node: str) -> None:
         channel = self.channel(node)

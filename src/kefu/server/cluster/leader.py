@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from kefu.broker.base import Broker
 from kefu.core import events as e
+from kefu.server.background import spawn
 from kefu.server.cluster.placement import ClusterPlacement, Nodes
 from kefu.server.cluster.rebuild import Rebuild
 from kefu.server.cluster.status import StatusPublisher, snapshot
@@ -87,10 +88,9 @@ class Leader:
         # Redis restart their heartbeats are not back yet, but they are about to answer
         await self.rebuild.gather(live | self.placement.nodes)
         await self.stream.start()
-        loop = asyncio.get_running_loop()
         self._tasks += [
-            loop.create_task(self.stream.ack(), name="kefu-leader-ack"),
-            loop.create_task(self.status.run(), name="kefu-leader-status"),
+            spawn(self.stream.ack(), "kefu-leader-ack"),
+            spawn(self.status.run(), "kefu-leader-status"),
         ]
         self.ready_at = time.monotonic()
         desk = self.desk

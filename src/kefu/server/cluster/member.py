@@ -37,6 +37,7 @@ from kefu.broker.base import Broker, BrokerError
 from kefu.core import events as e
 from kefu.core.model import Role
 from kefu.ids import IdGenerator
+from kefu.server.background import spawn
 from kefu.server.cluster.leader import Leader
 from kefu.server.cluster.outbox import Outbox
 from kefu.server.cluster.status import StatusReader
@@ -103,10 +104,9 @@ class ClusterMember:
         await self.broker.heartbeat(self.name, self.settings.node_ttl)
         self.live = set(await self.broker.live_nodes()) | {self.name}
         self._events = Outbox("kefu-events", self._append_events, lambda _failing_for: False)
-        loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._heartbeat_loop(), name="kefu-heartbeat"),
-            loop.create_task(self._lease_loop(), name="kefu-lease"),
+            spawn(self._heartbeat_loop(), "kefu-heartbeat"),
+            spawn(self._lease_loop(), "kefu-lease"),
         ]
         log.warning("cluster node %s joined (%d live nodes)", self.name, len(self.live))
 
@@ -191,9 +191,8 @@ class ClusterMember:
             sent = time.monotonic()
             if leader is None:
                 try:
-                    token = await asyncio.wait_for(
-                        self.broker.acquire_lease(self.name, ttl, self.token_seen), ttl / 2
-                    )
+                    async with asyncio.timeout(ttl / 2):
+                        token = await self.broker.acquire_lease(self.name, ttl, self.token_seen)
                 except (BrokerError, TimeoutError):
                     token = None
                 if token is not None:
@@ -202,10 +201,8 @@ class ClusterMember:
             else:
                 ok: bool | None
                 try:
-                    ok = await asyncio.wait_for(
-                        self.broker.renew_lease(self.name, leader.token, ttl),
-                        max(0.01, deadline - sent),
-                    )
+                    async with asyncio.timeout(max(0.01, deadline - sent)):
+                        ok = await self.broker.renew_lease(self.name, leader.token, ttl)
                 except (BrokerError, TimeoutError):
                     ok = None
                 if ok:
@@ -282,7 +279,8 @@ class ClusterMember:
         waiting = self._settling.get(socket)
         if waiting is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(waiting), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(waiting)
 
     async def cluster_status(self) -> dict[str, Any]:
         return await self.status.read(self.name)

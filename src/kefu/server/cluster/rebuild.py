@@ -62,7 +62,8 @@ class Rebuild:
         if self._expect <= set(self._gathering):
             self._gathered.set()
         try:
-            await asyncio.wait_for(self._gathered.wait(), self._wait)
+            async with asyncio.timeout(self._wait):
+                await self._gathered.wait()
         except TimeoutError:
             missing = sorted(self._expect - set(self._gathering))
             log.warning("leader %s: no inventory yet from %s; going on", placement.node, missing)

@@ -73,8 +73,11 @@ class StatusPublisher:
 
     async def run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that comes as the event is set, and this loop would never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self.dirty.wait()
             self.dirty.clear()
             data = json.dumps(self._make(), separators=(",", ":")).encode()
             try:

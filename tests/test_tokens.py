@@ -7,6 +7,7 @@ import time
 import pytest
 
 from kefu import tokens
+from kefu.core.model import Role
 from kefu.store.base import Account
 from kefu.tokens import TokenError, Verifier, issue
 
@@ -14,7 +15,7 @@ SECRET = "k" * 64
 
 
 def _token(sub: str, ttl: int = 3600) -> str:
-    return issue(SECRET, Account(sub, sub, "user", None, "", None), ttl)
+    return issue(SECRET, Account(sub, sub, Role.USER, None, "", None), ttl)
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_refused_tokens_are_checked_every_time(checks: list[str]) -> None:
         with pytest.raises(TokenError):
             verifier(forged)
     with pytest.raises(TokenError):
-        verifier(issue("another secret" * 4, Account("bob", "bob", "user", None, "", None), 60))
+        verifier(issue("another secret" * 4, Account("bob", "bob", Role.USER, None, "", None), 60))
     assert checks.count(forged) == 2
 
 

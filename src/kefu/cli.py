@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
+from kefu.core.model import Role
 from kefu.settings import Settings
 
 if TYPE_CHECKING:
@@ -166,15 +167,15 @@ def users_create(
     from kefu.ids import IdGenerator
     from kefu.passwords import hash_password
     from kefu.store.base import Account, AccountExists
-    from kefu.tokens import ROLES
 
-    if role not in ROLES:
-        _fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}", USAGE)
+    names = [r.value for r in Role]
+    if role not in names:
+        _fail(f"--role must be one of {', '.join(names)}, not {role!r}", USAGE)
     settings = _settings()
     account = Account(
         id=IdGenerator(settings.node_id)(),
         username=username,
-        role=role,
+        role=Role(role),
         nickname=nickname,
         avatar=avatar,
         password_hash=hash_password(password) if password else None,
@@ -189,7 +190,7 @@ def users_create(
     created = _run(settings, create)
     if created is None:
         _fail(f"an account named {username!r} already exists")
-    typer.echo(json.dumps({**created.profile().as_payload(), "role": created.role}))
+    typer.echo(json.dumps({**created.profile().as_payload(), "role": created.role.value}))
 
 
 @app.command()
@@ -257,7 +258,10 @@ Server status:            {base}/v1/ws/status
 
 
 DEMO_PASSWORD = "demo"
-DEMO_ACCOUNTS = (("demo-waiter", "waiter", "Demo Waiter"), ("demo-user", "user", "Demo User"))
+DEMO_ACCOUNTS = (
+    ("demo-waiter", Role.WAITER, "Demo Waiter"),
+    ("demo-user", Role.USER, "Demo User"),
+)
 
 
 @db_app.command("upgrade")

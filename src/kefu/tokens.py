@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import jwt
 
-from kefu.core.model import AccountKind
+from kefu.core.model import AccountKind, Role
 from kefu.store.base import Account
 
 ALGORITHM = "HS256"
-ROLES = ("user", "waiter", "admin")
+ROLE_NAMES = tuple(r.value for r in Role)
 LOCAL_CLAIM = "kefu"  # value "local" on tokens kefu issues for its own accounts
 
 
@@ -36,7 +36,7 @@ class TokenError(Exception):
 @dataclass(frozen=True, slots=True)
 class Claims:
     sub: str
-    role: str
+    role: Role
     username: str | None
     nickname: str | None
     avatar: str | None
@@ -49,7 +49,7 @@ def issue(secret: str, account: Account, ttl: int, now: float | None = None) -> 
     """A token for `account`: a local one names its kefu id, an external one its `sub`."""
     now = time.time() if now is None else now
     claims: dict[str, object] = {
-        "role": account.role,
+        "role": account.role.value,
         "username": account.username,
         "nickname": account.nickname,
         "avatar": account.avatar,
@@ -87,12 +87,12 @@ def verify(secret: str, token: str) -> Claims:
     sub, role = data.get("sub"), data.get("role", "user")
     if not isinstance(sub, str) or not sub or len(sub) > 64:
         raise TokenError("invalid token: `sub` must be a non-empty string")
-    if role not in ROLES:
-        raise TokenError(f"invalid token: `role` must be one of {', '.join(ROLES)}")
+    if role not in ROLE_NAMES:
+        raise TokenError(f"invalid token: `role` must be one of {', '.join(ROLE_NAMES)}")
     iat = data.get("iat")
     return Claims(
         sub=sub,
-        role=role,
+        role=Role(role),
         username=_opt_str(data.get("username"), 64),
         nickname=_opt_str(data.get("nickname"), 128),
         avatar=_opt_str(data.get("avatar"), 2048),

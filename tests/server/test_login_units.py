@@ -17,6 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from kefu import passwords
+from kefu.core.model import Role
 from kefu.passwords import PasswordChecker, PasswordsBusy, check_password, hash_password
 from kefu.server.login import login_route
 from kefu.server.throttle import LoginThrottle, Throttled, Window, address_key, username_key
@@ -297,8 +298,8 @@ class Accounts:
         return self.named.get(username)
 
 
-ALICE = Account("1", "alice", "waiter", "Alice", "", "alice-hash")
-NOPASS = Account("2", "nopass", "waiter")
+ALICE = Account("1", "alice", Role.WAITER, "Alice", "", "alice-hash")
+NOPASS = Account("2", "nopass", Role.WAITER)
 
 
 @contextlib.asynccontextmanager

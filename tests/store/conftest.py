@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from kefu.core.model import Role
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Store
 from kefu.store.migrate import upgrade
@@ -164,10 +165,10 @@ def new_id() -> IdGenerator:
     return IdGenerator(node=1)
 
 
-ALICE = Account(id="u-alice", username="alice", role="user", nickname="Alice", avatar="a.png")
-CAROL = Account(id="u-carol", username="carol", role="user")
-BOB = Account(id="w-bob", username="bob", role="waiter", nickname="Bob", password_hash="h1")
-DAVE = Account(id="w-dave", username="dave", role="waiter")
+ALICE = Account(id="u-alice", username="alice", role=Role.USER, nickname="Alice", avatar="a.png")
+CAROL = Account(id="u-carol", username="carol", role=Role.USER)
+BOB = Account(id="w-bob", username="bob", role=Role.WAITER, nickname="Bob", password_hash="h1")
+DAVE = Account(id="w-dave", username="dave", role=Role.WAITER)
 
 
 @pytest.fixture

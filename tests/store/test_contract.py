@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
-from kefu.core.model import AccountKind, CloseReason
+from kefu.core.model import AccountKind, CloseReason, Role
 from kefu.ids import IdGenerator, id_time
 from kefu.store.base import (
     Account,
@@ -74,9 +74,9 @@ async def test_accounts_crud(store: Store) -> None:
     assert await store.get_account("nobody") is None
     assert await store.get_account_by_username("nobody") is None
     with pytest.raises(AccountExists):
-        await store.create_account(Account(id="other", username="alice", role="user"))
+        await store.create_account(Account(id="other", username="alice", role=Role.USER))
     with pytest.raises(AccountExists):
-        await store.create_account(Account(id=ALICE.id, username="alice2", role="user"))
+        await store.create_account(Account(id=ALICE.id, username="alice2", role=Role.USER))
     await store.create_account(BOB)
     assert await store.get_account(BOB.id) == BOB  # the password hash is kept
 
@@ -85,7 +85,7 @@ def external(id_: str, username: str, sub: str | None = None, **fields: Any) -> 
     return Account(
         id=id_,
         username=username,
-        role=fields.pop("role", "user"),
+        role=Role(fields.pop("role", "user")),
         kind=AccountKind.EXTERNAL,
         external_id=sub or id_,
         **fields,
@@ -102,9 +102,9 @@ async def test_external_accounts_live_in_their_own_namespace(store: Store) -> No
     assert await store.get_account_by_username("alice") == ALICE
     assert await store.get_external_account(ALICE.id) is None  # never a local account
     # updated by its external id; its kefu id stays what it was
-    await store.upsert_account(external("another-id", "eve", "ext-1", role="waiter", avatar="e"))
+    await store.upsert_account(external("another-id", "eve", "ext-1", role=Role.WAITER, avatar="e"))
     assert await store.get_external_account("ext-1") == external(
-        "ext-1", "eve", role="waiter", avatar="e", nickname=None
+        "ext-1", "eve", role=Role.WAITER, avatar="e", nickname=None
     )
     # an external account can take neither a local account's id nor another's username
     with pytest.raises(AccountExists):

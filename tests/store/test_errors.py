@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from kefu.core.model import AccountKind
+from kefu.core.model import AccountKind, Role
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Store, StoreError, StoreUnavailable
 from support.proxy import TcpProxy
@@ -23,7 +23,7 @@ from support.proxy import TcpProxy
 from .conftest import ALICE, PostgresHarness, SqliteHarness
 from .test_contract import append_all, message
 
-HOST = Account("ext-1", "host-user", "user", kind=AccountKind.EXTERNAL, external_id="ext-1")
+HOST = Account("ext-1", "host-user", Role.USER, kind=AccountKind.EXTERNAL, external_id="ext-1")
 
 
 def cold_paths(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from kefu.core.model import Role
 from kefu.ids import IdGenerator
 from kefu.store.base import Account, Appended, NewMessage
 from kefu.store.migrate import upgrade
@@ -124,8 +125,8 @@ async def test_sustained_appends_keep_the_wal_file_bounded(
     acked: list[str] = []
     largest = 0
     try:
-        waiters = [Account(id=f"w{i}", username=f"waiter{i}", role="waiter") for i in range(4)]
-        users = [Account(id=f"u{i}", username=f"user{i}", role="user") for i in range(20)]
+        waiters = [Account(id=f"w{i}", username=f"waiter{i}", role=Role.WAITER) for i in range(4)]
+        users = [Account(id=f"u{i}", username=f"user{i}", role=Role.USER) for i in range(20)]
         for account in waiters + users:
             await store.create_account(account)
         routes = [

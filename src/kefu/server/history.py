@@ -8,6 +8,7 @@ the values of the statement).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ from kefu.server.node import Node
 from kefu.store.base import HistoryEntry, Store
 
 REPLAY_PAGE = 500  # messages read per query when replaying on resume
+FLUSH_WAIT = 5.0  # seconds a late rating waits for the writer before it is refused
 
 log = logging.getLogger("kefu.history")
 
@@ -120,7 +122,10 @@ class History:
 
     async def _rate_closed(self, conn: Connection, rate: int, op_id: str | None) -> None:
         assert conn.account is not None
-        await self._store.flush()  # a close-with-rating may still be queued
+        # a close-with-rating may still be queued; while the database is away the writer
+        # retries it for minutes: answer "not available" instead of keeping the rater waiting
+        async with asyncio.timeout(FLUSH_WAIT):
+            await self._store.flush()
         conv = await self._store.latest_conversation(conn.account.id)
         if conv is None:
             self._node.error(conn.socket, codes.NO_DATA, "no conversation to rate", op_id)

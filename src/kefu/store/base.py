@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
-from kefu.core.model import AccountKind, Profile
+from kefu.core.model import AccountKind, Profile, Role
 
 LifecycleWrite = Enqueue | Dequeue | OpenConversation | CloseConversation
 
@@ -69,12 +69,17 @@ class Account:
 
     id: str
     username: str
-    role: str  # "user" | "waiter" | "admin"
+    role: Role
     nickname: str | None = None
     avatar: str = ""
     password_hash: str | None = None
     kind: AccountKind = AccountKind.LOCAL
     external_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # a role or kind given by name ("waiter") is the enum from here on; a bad name fails here
+        object.__setattr__(self, "role", Role(self.role))
+        object.__setattr__(self, "kind", AccountKind(self.kind))
 
     def profile(self) -> Profile:
         return Profile(

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from kefu.core.model import AccountKind, Profile
+from kefu.core.model import AccountKind, Profile, Role
 from kefu.store.base import (
     Account,
     AccountExists,
@@ -70,7 +70,7 @@ def _account(row: RowMapping | None) -> Account | None:
     return Account(
         id=row["id"],
         username=row["username"],
-        role=row["role"],
+        role=Role(row["role"]),
         nickname=row["nickname"],
         avatar=row["avatar"] or "",
         password_hash=row["password_hash"],
@@ -122,7 +122,7 @@ def _values(account: Account, now: float) -> dict[str, Any]:
     return {
         "id": account.id,
         "username": account.username,
-        "role": account.role,
+        "role": account.role.value,
         "nickname": account.nickname,
         "avatar": account.avatar,
         "password_hash": account.password_hash,

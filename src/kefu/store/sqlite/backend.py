@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
-from kefu.core.model import AccountKind
+from kefu.core.model import AccountKind, Role
 from kefu.store.base import Account, Appended, Fenced, NewMessage, StoreError
 from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import (
@@ -321,7 +321,7 @@ class SqliteBackend:
     def _upsert(self, r: UpsertAccount) -> bool:
         assert self._cur is not None
         a = r.account
-        row = (a.id, a.username, a.role, a.nickname, a.avatar, to_us(r.now), a.external_id)
+        row = (a.id, a.username, a.role.value, a.nickname, a.avatar, to_us(r.now), a.external_id)
         try:
             self._cur.execute(_UPSERT_ACCOUNT, row)
         except sqlite3.IntegrityError:  # the id or the username belongs to another account
@@ -344,4 +344,5 @@ class SqliteBackend:
         if row is None:
             return None
         kind = AccountKind(row[6])
-        return Account(row[0], row[1], row[2], row[3], row[4] or "", row[5], kind, row[7])
+        role = Role(row[2])
+        return Account(row[0], row[1], role, row[3], row[4] or "", row[5], kind, row[7])

@@ -71,20 +71,17 @@ class Accounts:
     async def _load_external(self, claims: Claims) -> Account:
         sub = claims.sub
         known = self._external.get(sub) or await self._store.get_external_account(sub)
-        if known is not None:
-            account = external_account(claims, known, known.id)
-        else:  # kefu's id for it is the host's, unless another account has that id already
-            taken = await self._store.get_account(sub) is not None
-            account = external_account(claims, None, self._new_id() if taken else sub)
+        # kefu's id for a new one is the host's, unless another account has that id already
+        account = external_account(claims, known, known.id if known is not None else sub)
         if account != known:
             try:
                 await self._store.upsert_account(account)
             except AccountExists:
-                if known is not None or account.id != sub:
+                if known is not None:
                     raise TokenError(
                         f"username {account.username!r} belongs to another account"
                     ) from None
-                account = replace(account, id=self._new_id())  # the id was taken meanwhile
+                account = replace(account, id=self._new_id())  # the id is another account's
                 await self._upsert_or_refuse(account)
         self._external[sub] = account
         return account

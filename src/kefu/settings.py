@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KEFU_", extra="ignore")
+    # `.env` in the working directory too; the environment wins over it
+    model_config = SettingsConfigDict(env_prefix="KEFU_", extra="ignore", env_file=".env")
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -57,7 +58,8 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(default=5.0, gt=0)  # leader lease; failover takes about this long
     node_ttl: float = Field(default=5.0, gt=0)  # heartbeat TTL: a silent node is dropped after it
     event_stream_maxlen: int = Field(default=100_000, ge=100)  # lifecycle events kept in Redis
-    log_level: str = "warning"
+    log_level: str = Field(default="warning", pattern="^(?i:debug|info|warning|error|critical)$")
+    log_format: str = Field(default="text", pattern="^(text|json)$")  # json: one object per line
     transport: str = Field(default="auto", pattern="^(auto|fast|plain)$")  # chat sockets
 
     def signing_secret(self) -> str:

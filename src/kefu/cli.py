@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -39,8 +39,31 @@ T = TypeVar("T")
 USAGE = 2  # exit code of a wrong command line or setting; 1 for every other failure
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"kefu {version('kefu')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    pass
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"kefu: {message}", err=True)
+    from kefu import logs
+
+    if logs.is_json():  # `serve` with KEFU_LOG_FORMAT=json: every line on stderr is JSON
+        logging.getLogger("kefu.cli").critical(message)
+    else:
+        typer.echo(f"kefu: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -123,14 +146,35 @@ def _signing_secret(settings: Settings) -> str:
         _fail(f"signing key {settings.secret_file()}: {_reason(exc)}")
 
 
+def _default(name: str) -> str:
+    """A setting's default as `--help` shows it (the flags default to the KEFU_* variables)."""
+    value = Settings.model_fields[name].default
+    return "none" if value == "" else str(value)
+
+
+def _flag(name: str, text: str) -> Any:
+    """A `serve` flag for a setting: its variable and its default in `--help`.
+
+    The flag itself defaults to None, so that an unset flag leaves the variable (or
+    `.env`) in charge; the default shown is the setting's.
+    """
+    # typer reads help as rich markup: "\\[" is a plain "["; (show_default would say "(value)")
+    return typer.Option(help=f"{text} [KEFU_{name.upper()}] \\[default: {_default(name)}]")
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [KEFU_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [KEFU_PORT].")] = None,
-    database_url: Annotated[str | None, typer.Option(help="[KEFU_DATABASE_URL]")] = None,
-    broker_url: Annotated[str | None, typer.Option(help="[KEFU_BROKER_URL]")] = None,
-    max_users_per_waiter: Annotated[int | None, typer.Option()] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    host: Annotated[str | None, _flag("host", "Address to bind.")] = None,
+    port: Annotated[int | None, _flag("port", "Port to bind.")] = None,
+    database_url: Annotated[
+        str | None, _flag("database_url", "sqlite:///… or postgresql://…")
+    ] = None,
+    broker_url: Annotated[str | None, _flag("broker_url", "redis://… to join a cluster.")] = None,
+    max_users_per_waiter: Annotated[
+        int | None, _flag("max_users_per_waiter", "Conversations a waiter holds at once.")
+    ] = None,
+    log_level: Annotated[str | None, _flag("log_level", "debug|info|warning|error")] = None,
+    log_format: Annotated[str | None, _flag("log_format", "text|json (one object a line)")] = None,
 ) -> None:
     """Run the server; creates or migrates the database on start."""
     from kefu.server.app import create_app
@@ -143,10 +187,11 @@ def serve(
         broker_url=broker_url,
         max_users_per_waiter=max_users_per_waiter,
         log_level=log_level,
+        log_format=log_format,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    from kefu import logs
+
+    logs.setup(settings)
     # The lifespan migrates too; doing it here first, before uvicorn's loop, turns a
     # database that cannot be used into one line instead of a startup traceback.
     _migrate(settings)
@@ -262,6 +307,18 @@ DEMO_ACCOUNTS = (
     ("demo-waiter", Role.WAITER, "Demo Waiter"),
     ("demo-user", Role.USER, "Demo User"),
 )
+
+
+@app.command()
+def check() -> None:
+    """Check settings, database, broker and signing key: a line each; exit 1 on a problem."""
+    from kefu import checks
+
+    results = checks.run()
+    for result in results:
+        typer.echo(result.line())
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

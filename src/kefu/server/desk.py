@@ -99,7 +99,11 @@ class Desk:
                 self._error(socket, codes.status_of(exc), str(exc), op_id, now)
             return
         except Exception:  # a bug: skip the event rather than fail on it forever
-            log.exception("switchboard failed on %s; event skipped", type(event).__name__)
+            log.exception(
+                "switchboard failed on %s; event skipped",
+                type(event).__name__,
+                extra={"socket": socket, "op_id": op_id},
+            )
             return
         self.execute(commands, (socket, op_id) if op_id is not None else None, skip, now)
 

@@ -111,7 +111,10 @@ class Gateway:
             try:
                 node.submit(ev.SocketClosed(conn.socket), None)
             except Exception:
-                log.exception("closing socket state failed")
+                log.exception(
+                    "closing socket state failed",
+                    extra={"socket": conn.socket, "account": conn.account.id},
+                )
 
     def _on_frame(
         self, conn: Connection, decoder: msgspec.json.Decoder[Any], raw: str | bytes
@@ -177,7 +180,13 @@ class Gateway:
         elif isinstance(exc, NotPermitted):
             self._error(conn, codes.NO_PERMISSION, str(exc), frame.op_id)
         else:  # the database is down: this frame fails, the socket lives
-            log.warning("%s failed: %s", type(frame).__name__, type(exc).__name__)
+            account = conn.account.id if conn.account is not None else None
+            log.warning(
+                "%s failed: %s",
+                type(frame).__name__,
+                type(exc).__name__,
+                extra={"socket": conn.socket, "account": account, "op_id": frame.op_id},
+            )
             self._error(conn, codes.UNKNOWN, "temporarily unavailable, please retry", frame.op_id)
 
     def _within_rate(self, conn: Connection, now: float, raw: str | bytes) -> bool:

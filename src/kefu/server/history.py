@@ -38,6 +38,10 @@ def entry_payload(entry: HistoryEntry, legacy: bool = False) -> dict[str, Any]:
     }
 
 
+def _account_id(conn: Connection) -> str | None:
+    return conn.account.id if conn.account is not None else None
+
+
 class History:
     def __init__(
         self,
@@ -57,7 +61,13 @@ class History:
         try:
             await work
         except Exception as exc:
-            log.warning("%s failed for socket %s: %s", what, conn.socket, type(exc).__name__)
+            log.warning(
+                "%s failed for socket %s: %s",
+                what,
+                conn.socket,
+                type(exc).__name__,
+                extra={"socket": conn.socket, "account": _account_id(conn), "op_id": op_id},
+            )
             message = f"{what} is not available right now, please retry"
             self._node.error(conn.socket, codes.UNKNOWN, message, op_id)
 

@@ -138,7 +138,7 @@ class Node:
         try:
             self.submit(e.TimerFired(TimerKey.idle(socket), last_activity), None)
         except Exception:  # a bug must not kill the event loop's timer callback
-            log.exception("idle check failed")
+            log.exception("idle check failed", extra={"socket": socket})
 
     # -- the message path ------------------------------------------------------------------
     def post_message(

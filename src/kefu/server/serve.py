@@ -9,11 +9,11 @@ uvicorn decide (`transport.choice`).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import uvicorn
 
+from kefu import logs
 from kefu.server.transport import HeadLimits, chat_endpoints
 from kefu.server.transport.choice import Kind, choose
 from kefu.settings import Settings
@@ -35,8 +35,7 @@ def uvicorn_config(app: Any, settings: Settings, transport: Kind | None = None) 
         "ws_max_size": settings.max_frame_bytes,
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
-        "access_log": False,
-        "log_level": settings.log_level,
+        **logs.uvicorn_options(),  # through kefu.logs: its format, levels, no query strings
         "timeout_graceful_shutdown": 5,
     }
     endpoints = chat_endpoints(app)
@@ -54,9 +53,8 @@ def uvicorn_config(app: Any, settings: Settings, transport: Kind | None = None) 
             h11_max_incomplete_event_size=settings.max_header_bytes,
             **common,
         )
-    # websockets logs every frame at DEBUG on this logger: bodies and tokens never go to logs.
-    error_log = logging.getLogger("uvicorn.error")
-    error_log.setLevel(max(error_log.getEffectiveLevel(), logging.INFO))
+    # websockets logs every frame at DEBUG: bodies and tokens never go to logs.
+    logs.guard_frame_loggers()
     return config
 
 

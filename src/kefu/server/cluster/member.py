@@ -33,6 +33,7 @@ import time
 import uuid
 from typing import Any
 
+from kefu import logs
 from kefu.broker.base import Broker, BrokerError
 from kefu.core import events as e
 from kefu.core.model import Role
@@ -100,6 +101,7 @@ class ClusterMember:
         self.node_id = await self._claim_node_id()
         self.node.ids = IdGenerator(self.node_id)
         self.name = f"{self.node_id}-{self.instance}"
+        logs.set_node(self.name)
         await self.broker.subscribe(self.name, self._on_message)
         await self.broker.heartbeat(self.name, self.settings.node_ttl)
         self.live = set(await self.broker.live_nodes()) | {self.name}
@@ -262,7 +264,11 @@ class ClusterMember:
         elif isinstance(event, e.UserAuthed | e.WaiterAuthed):
             self._settling[event.socket] = asyncio.get_running_loop().create_future()
         if self._events is None:
-            log.error("event %s before the node joined the cluster: dropped", type(event).__name__)
+            log.error(
+                "event %s before the node joined the cluster: dropped",
+                type(event).__name__,
+                extra={"socket": getattr(event, "socket", None), "op_id": op_id},
+            )
             return
         self._events.push(encode_event(self.name, op_id, event))
 

@@ -9,8 +9,9 @@ line format:
   start with a space starts a record with its time, and nothing a message
   holds can pass for a record of its own.
 * `json`: one object per line: `time`, `level`, `logger`, `message`, `node`,
-  and `socket`, `account`, `op_id` when the call passed them (`context()`),
-  `exc` for an exception with its traceback.
+  and `socket`, `account` (its id), `op_id` when the call passed them
+  (`extra={"socket": ..., "op_id": ...}`; None is left out), `exc` for an
+  exception with its traceback. Never a token, a password or a message text.
 
 KEFU_LOG_LEVEL applies to every logger, with one exception: `uvicorn.error`
 and `websockets` stay at `info` or above, because at `debug` websockets logs
@@ -44,7 +45,15 @@ LEVELS = {
     "critical": logging.CRITICAL,
 }
 # The loggers KEFU_LOG_LEVEL is applied to; the rest inherit it from the root.
-LOGGERS = ("kefu", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "websockets", "asyncio")
+LOGGERS = (
+    "kefu",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+    "websockets",
+    "asyncio",
+)
 # Loggers that log frames, contents included, at DEBUG (websockets' protocol; uvicorn gives
 # its websockets-sansio sockets `uvicorn.error` as their logger): never below INFO.
 FRAME_LOGGERS = ("uvicorn.error", "websockets")
@@ -104,14 +113,6 @@ def set_node(name: str) -> None:
 def is_json() -> bool:
     """True once `setup` chose JSON lines (so a fatal error is one JSON line too)."""
     return _format == "json"
-
-
-def context(
-    socket: str | None = None, account: str | None = None, op_id: str | None = None
-) -> dict[str, str]:
-    """`extra=` for a log call: the socket, account id and op_id it concerns, those known."""
-    found = {"socket": socket, "account": account, "op_id": op_id}
-    return {k: v for k, v in found.items() if v is not None}
 
 
 def timestamp(created: float, msecs: float) -> str:

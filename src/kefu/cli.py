@@ -328,6 +328,31 @@ def db_upgrade() -> None:
     typer.echo("database is up to date", err=True)
 
 
+@app.command()
+def backup(
+    path: Annotated[str, typer.Argument(help="A new file: the copy (and PATH.secret, its key).")],
+) -> None:
+    """Copy the live SQLite database and its generated signing key (PostgreSQL: say how)."""
+    from pathlib import Path
+
+    from kefu import backup as backups
+
+    settings = _settings()
+    with _database(settings):  # anything unforeseen (a disk error...) as one line
+        try:
+            done = backups.backup(settings, Path(path))
+        except backups.UseDumpTool as exc:  # exit 1: nothing was written, a script must stop
+            typer.echo(exc.instructions)
+            _fail(str(exc))
+        except backups.BackupError as exc:
+            _fail(str(exc))
+    typer.echo(f"backed up {done.source} to {done.database} ({done.size} bytes)")
+    if done.secret is not None:
+        typer.echo(f"signing key copied to {done.secret}")
+    elif done.secret_in_environment:
+        typer.echo("signing key: KEFU_SECRET is set, not in a file; keep it with the backup")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

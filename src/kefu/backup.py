@@ -153,13 +153,16 @@ def postgres_instructions(url: URL, target: Path, settings: Settings) -> str:
 
 def _libpq(url: URL, database: str) -> str:
     """`url` as the PostgreSQL tools read it: no driver name, no password, `database`."""
+    query = dict(url.query)
+    if "ssl" in query and "sslmode" not in query:  # asyncpg's name for libpq's sslmode
+        query["sslmode"] = query.pop("ssl")
     plain = URL.create(
         "postgresql",
         username=url.username,
         host=url.host,
         port=url.port,
         database=database,
-        query=url.query,
+        query=query,
     )
     return plain.render_as_string(hide_password=False)
 

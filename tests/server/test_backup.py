@@ -261,3 +261,16 @@ def test_restore_path_matches_the_servers_key_rule() -> None:
 
     for db in (Path("/var/lib/kefu/kefu.db"), Path("rel/x.sqlite"), REPO / "a b.db"):
         assert secret_path(db) == Settings(database_url=f"sqlite:///{db}").secret_file()
+
+
+def test_postgres_advice_speaks_libpq() -> None:
+    """pg_dump reads libpq URLs: no driver name, `sslmode` (asyncpg says `ssl`), no password."""
+    from kefu.backup import postgres_instructions
+    from kefu.settings import Settings
+
+    url = "postgresql+asyncpg://kefu:pw%404711@db.example:6432/chat?ssl=require"
+    text = postgres_instructions(make_url(url), Path("/b/k.dump"), Settings(database_url=url))
+    assert "pg_dump --format=custom --file=/b/k.dump " in text
+    assert "'postgresql://kefu@db.example:6432/chat?sslmode=require'" in text
+    assert "'postgresql://kefu@db.example:6432/chat_restored?sslmode=require'" in text
+    assert "asyncpg" not in text and "4711" not in text

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     # -- exposure to the internet (SECURITY.md)
     trusted_proxies: str = ""  # IPs / CIDR networks whose X-Forwarded-For is believed
+    metrics_allow: str = ""  # IPs / CIDR networks that may GET /metrics (empty: anyone)
     max_header_bytes: int = Field(default=16384, ge=1024)  # request line + headers, in total
     max_headers: int = Field(default=100, ge=8)
     handshake_timeout: float = Field(default=10.0, gt=0)  # to send a whole request head

@@ -153,6 +153,7 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._scripts: dict[str, Any] = {}
         self._subscribed = asyncio.Event()
+        self.reconnects = 0  # subscriptions re-established after a loss (`/metrics`)
 
     # -- lifecycle ------------------------------------------------------------
     def _client(self, socket_timeout: float) -> Redis:
@@ -245,12 +246,16 @@ class RedisBroker:
 
     async def _listen(self) -> None:
         delay = 0.05
+        lost = False
         while True:
             try:
                 self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 if self._handlers:
                     await self._pubsub.subscribe(*self._handlers)
                 self._subscribed.set()
+                if lost:
+                    self.reconnects += 1
+                    lost = False
                 delay = 0.05
                 while True:
                     msg = await self._pubsub.get_message(timeout=1.0)
@@ -262,9 +267,11 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                lost = True
                 self._subscribed.clear()
                 log.warning("redis subscription lost (%s); reconnecting in %.2fs", exc, delay)
             except Exception:
+                lost = True
                 self._subscribed.clear()
                 log.exception("redis subscriber failed; reconnecting")
             await self._close_pubsub()

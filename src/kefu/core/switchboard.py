@@ -144,6 +144,14 @@ class Switchboard:
     def waiter_load(self) -> dict[str, int]:
         return {wid: len(w.users) for wid, w in self._waiters.items()}
 
+    def ready_waiters(self) -> int:
+        """Waiters that are ready and attached (whether or not they have room)."""
+        return sum(1 for w in self._waiters.values() if w.ready and w.socket is not None)
+
+    def conversation_count(self) -> int:
+        """Open conversations (each belongs to one waiter's users)."""
+        return sum(len(w.users) for w in self._waiters.values())
+
     def account_of(self, socket: str) -> tuple[Role, str] | None:
         return self._sockets.get(socket)
 

@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -19,6 +20,7 @@ from kefu.server.desk import Desk
 from kefu.server.gateway import Gateway
 from kefu.server.history import History
 from kefu.server.node import Node
+from kefu.server.observe import observe_routes
 from kefu.server.pages import web_routes
 from kefu.server.placement import LocalPlacement
 from kefu.server.status import StatusSource, desk_status, status_endpoint
@@ -26,6 +28,9 @@ from kefu.server.transport import publish
 from kefu.settings import Settings
 from kefu.store import open_store
 from kefu.store.migrate import upgrade
+
+if TYPE_CHECKING:
+    from kefu.server.cluster.member import ClusterMember
 
 log = logging.getLogger("kefu.app")
 
@@ -38,6 +43,8 @@ class Mode:
     close: Callable[[], Awaitable[None]]
     status: StatusSource
     settled: Callable[[str], Awaitable[None]] | None = None  # a socket's auth was decided
+    desk: Desk | None = None  # one node: the desk in this process
+    member: ClusterMember | None = None  # a cluster: this node's membership
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -66,7 +73,8 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/v1/ws/status", status_endpoint(mode.status, settings)),
-        *web_routes(settings, accounts, passwords),
+        *web_routes(settings, accounts, passwords, metrics=node.metrics),
+        *observe_routes(settings, node, mode.desk, mode.member),  # /healthz /readyz /metrics
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     publish(app, gateway.endpoints())  # the chat sockets (`kefu.server.transport`)
@@ -74,7 +82,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def _one_node(node: Node) -> Mode:
-    desk = Desk(node.settings, node.store, LocalPlacement(node), node.ids)
+    desk = Desk(node.settings, node.store, LocalPlacement(node), node.ids, metrics=node.metrics)
     node.submit = desk.handle
 
     async def start() -> None:
@@ -86,7 +94,7 @@ def _one_node(node: Node) -> Mode:
         desk.close()
         await node.close()
 
-    return Mode(start, close, desk_status(desk))
+    return Mode(start, close, desk_status(desk), desk=desk)
 
 
 def _cluster_member(node: Node) -> Mode:
@@ -96,7 +104,7 @@ def _cluster_member(node: Node) -> Mode:
     from kefu.server.cluster.member import ClusterMember
 
     member = ClusterMember(node, open_broker(node.settings))
-    return Mode(member.start, member.close, member.cluster_status, member.settled)
+    return Mode(member.start, member.close, member.cluster_status, member.settled, member=member)
 
 
 def tune_gc() -> None:

@@ -31,6 +31,7 @@ from kefu.core.model import TimerKey, TimerKind
 from kefu.core.switchboard import Status, Switchboard
 from kefu.protocol import codes
 from kefu.protocol.out import encode
+from kefu.server.metrics import Metrics
 from kefu.server.orders import CloseSocket, Deliver, IdleAt, Pair, Unpair
 from kefu.server.placement import Placement
 from kefu.settings import Settings
@@ -51,8 +52,10 @@ class Desk:
         *,
         epoch: int | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics if metrics is not None else Metrics()  # the node's, for /metrics
         self.placement = placement
         self.epoch = epoch  # the leader's epoch in a cluster: its writes are fenced with it
         self.switchboard = Switchboard(
@@ -152,6 +155,7 @@ class Desk:
     def _write(
         self, record: c.Enqueue | c.Dequeue | c.OpenConversation | c.CloseConversation
     ) -> None:
+        self.metrics.written(record)
         try:
             self.store.write(record, self.epoch)
         except Exception as exc:  # the store is stopping: the record is lost with the process
@@ -163,6 +167,7 @@ class Desk:
     def _error(self, socket: str, status: int, message: str, op_id: str | None, now: float) -> None:
         if not self.placement.reaches(socket):
             return
+        self.metrics.errors[status] += 1
         payload = {"message": message, "status": status, "data": None}
         frame = encode("error", socket, now, op_id=op_id, payload=payload)
         self.placement.deliver(Deliver(socket, frame, "error"))

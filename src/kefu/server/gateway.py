@@ -54,6 +54,8 @@ class Gateway:
         self.settings = node.settings
         self.proxies = TrustedProxies(self.settings.trusted_proxies)
         self._unauthenticated = Tally()
+        self.metrics = node.metrics
+        self._accepted = node.metrics.accepted  # frames by class: one addition per frame
 
     def endpoints(self) -> dict[str, Endpoint]:
         """The two chat paths (published by the app, served by `kefu.server.transport`)."""
@@ -102,6 +104,7 @@ class Gateway:
 
     def _closed(self, conn: Connection, auth_timer: asyncio.TimerHandle) -> None:
         auth_timer.cancel()
+        self.metrics.closed(conn.side, conn.closing)
         if conn.account is None:
             self._unauthenticated.remove(conn.address)
         conn.stop()
@@ -150,6 +153,7 @@ class Gateway:
     ) -> Awaitable[None] | None:
         """Check, decode and dispatch one frame; what must be awaited is returned."""
         if len(raw) > self.settings.max_frame_bytes:
+            self.metrics.unread("too_big")
             conn.close(codes.CLOSE_TOO_BIG)
             return None
         now = time.time()
@@ -159,6 +163,7 @@ class Gateway:
         try:
             frame = f.decode(decoder, raw)
         except f.FrameError as exc:
+            self.metrics.invalid(exc.data)
             self._error(conn, codes.INVALID_PARAMS, exc.message, f.op_id_of(exc.data), exc.data)
             return None
         try:
@@ -166,15 +171,21 @@ class Gateway:
         except REFUSED as exc:
             self._refuse(conn, frame, exc)
             return None
-        return None if work is None else self._guarded(conn, frame, work)
+        if work is None:
+            self._accepted[type(frame)] += 1
+            return None
+        return self._guarded(conn, frame, work)
 
     async def _guarded(self, conn: Connection, frame: f.Frame, work: Awaitable[None]) -> None:
         try:
             await work
         except REFUSED as exc:
             self._refuse(conn, frame, exc)
+        else:
+            self._accepted[type(frame)] += 1
 
     def _refuse(self, conn: Connection, frame: f.Frame, exc: BaseException) -> None:
+        self.metrics.refused(frame, exc)
         if isinstance(exc, f.FrameError):
             self._error(conn, codes.INVALID_PARAMS, exc.message, frame.op_id, _raw(frame))
         elif isinstance(exc, NotPermitted):
@@ -201,6 +212,7 @@ class Gateway:
             conn.strikes = 0
             return True
         conn.strikes += 1
+        self.metrics.unread("rate_limited")
         if conn.strikes > settings.rate_burst:
             conn.close(codes.CLOSE_POLICY)
         else:
@@ -268,6 +280,7 @@ class Gateway:
 
     def _auth_failed(self, conn: Connection, frame: f.Auth, exc: TokenError) -> None:
         conn.auth_failures += 1
+        self.metrics.auth_failures[conn.side.value] += 1
         self._error(conn, codes.NOT_AUTHENTICATED, str(exc), frame.op_id)
         if conn.auth_failures >= self.settings.max_auth_failures:
             conn.close(codes.CLOSE_POLICY)

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from kefu.passwords import PasswordChecker, PasswordsBusy
 from kefu.protocol import codes
 from kefu.server.accounts import Accounts
+from kefu.server.metrics import Metrics
 from kefu.server.origin import origin_allowed
 from kefu.server.proxies import TrustedProxies
 from kefu.server.throttle import LoginThrottle, Throttled, address_key
@@ -81,7 +82,11 @@ def _throttled(exc: Throttled) -> Refused:
 
 
 def login_route(
-    settings: Settings, accounts: Accounts, checker: PasswordChecker | None = None
+    settings: Settings,
+    accounts: Accounts,
+    checker: PasswordChecker | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> Route:
     throttle = LoginThrottle(settings.login_max_failures, settings.login_window)
     checker = checker or PasswordChecker(settings.password_workers, settings.password_queue)
@@ -128,6 +133,8 @@ def login_route(
         try:
             return JSONResponse(await sign_in(request), headers=_NO_STORE)
         except Refused as refused:
+            if metrics is not None:
+                metrics.login_refused(refused.http_status)
             return refused.response()
 
     return Route("/v1/auth/login", login, methods=["POST"])

@@ -25,6 +25,7 @@ from kefu.ids import IdGenerator
 from kefu.protocol import codes
 from kefu.protocol.out import encode
 from kefu.server.connections import Connection, Registry
+from kefu.server.metrics import Metrics
 from kefu.server.orders import CloseSocket, Deliver, IdleAt, Order, Pair, Unpair
 from kefu.server.routes import RouteEntry, RouteTable
 from kefu.settings import Settings
@@ -50,6 +51,9 @@ class Node:
         self.submit: Submit = _not_started  # the desk's door: set by the deployment's mode
         self.remote: RemoteDelivery | None = None  # a cluster: frames for other nodes' sockets
         self._idle: dict[str, asyncio.TimerHandle] = {}
+        self.metrics = Metrics()  # what /metrics reports (`server/metrics.py`)
+        self._ack_starts = self.metrics.ack_starts
+        self._stored_count = self.metrics.stored
 
     async def close(self) -> None:
         for handle in self._idle.values():
@@ -117,6 +121,7 @@ class Node:
     def error(
         self, socket: str, status: int, message: str, op_id: str | None = None, data: Any = None
     ) -> None:
+        self.metrics.errors[status] += 1
         payload = {"message": message, "status": status, "data": data}
         self.send(socket, "error", payload=payload, op_id=op_id)
 
@@ -183,9 +188,11 @@ class Node:
     ) -> None:
         socket = sender.socket
         if isinstance(result, BaseException):
+            self.metrics.messages[(type_, "failed")] += 1
             self.error(socket, codes.UNKNOWN, "message not stored, please resend", op_id)
             return
         if result.conflict:
+            self.metrics.messages[(type_, "conflict")] += 1
             self.error(socket, codes.DUPLICATE, "op_id already used for another message", op_id)
             return
         current = self.routes.get(route.conversation_id) or route
@@ -201,3 +208,11 @@ class Node:
             ts=result.created,
         )
         self.send(peer, type_, frm=socket, payload=raw, id_=result.id, ts=result.created)
+        if result.duplicate:  # acked before: its `created` is the first arrival's
+            self.metrics.messages[(type_, "duplicate")] += 1
+            return
+        self._stored_count[type_] += 1
+        starts = self._ack_starts
+        if not starts:  # the first ack of this loop pass: observe them all at its end
+            asyncio.get_running_loop().call_soon(self.metrics.acks_pushed)
+        starts.append(result.created)

@@ -25,6 +25,7 @@ from starlette.types import Scope
 from kefu.passwords import PasswordChecker
 from kefu.server.accounts import Accounts
 from kefu.server.login import login_route
+from kefu.server.metrics import Metrics
 from kefu.settings import Settings
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -81,13 +82,17 @@ class _Assets(StaticFiles):
 
 
 def web_routes(
-    settings: Settings, accounts: Accounts, checker: PasswordChecker | None = None
+    settings: Settings,
+    accounts: Accounts,
+    checker: PasswordChecker | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> list[BaseRoute]:
     return [
         Route("/v1/ws/example/user", _page("user.html")),
         Route("/v1/ws/example/waiter", _page("waiter.html")),
         Route("/console", _page("waiter.html")),
         Route("/widget.js", _widget),
-        login_route(settings, accounts, checker),
+        login_route(settings, accounts, checker, metrics=metrics),
         Mount("/static", _Assets(directory=ASSETS_DIR), name="static"),
     ]

@@ -208,6 +208,13 @@ class Store(Protocol):
         Goes through the writer's FIFO, after everything queued before it.
         """
 
+    async def ping(self) -> None:
+        """Commit a trivial write through the writer's FIFO; `StoreUnavailable` if it fails.
+
+        What readiness means for a store: the database takes writes and the
+        writer is moving (it waits behind whatever was queued before it).
+        """
+
     async def flush(self) -> None:
         """Return once everything queued before the call is committed.
 

@@ -2,7 +2,7 @@
 
 `StoreEdge` is the base of `SqliteStore` and `PostgresStore`. It owns the
 writer's side of the `Store` protocol (append, write, flush, rate,
-claim_epoch, on_fenced) and the rule that **no driver error leaves a store**:
+claim_epoch, ping, on_fenced) and the rule that **no driver error leaves a store**:
 whatever the database driver, SQLAlchemy or the operating system raises
 (`driver_errors`, `OSError`, `TimeoutError`) reaches the caller as
 `StoreUnavailable`, with the original as its `__cause__`; the store's own
@@ -27,7 +27,7 @@ from kefu.store.base import (
     StoreError,
     StoreUnavailable,
 )
-from kefu.store.writer import ClaimEpoch, SetRate, Writer
+from kefu.store.writer import ClaimEpoch, Ping, SetRate, Writer
 
 T = TypeVar("T")
 
@@ -93,3 +93,7 @@ class StoreEdge:
     async def claim_epoch(self, epoch: int) -> bool:
         """Store `epoch` as the leader epoch if it is greater than the stored one."""
         return bool(await self.writer.call(ClaimEpoch(epoch)))
+
+    async def ping(self) -> None:
+        """A trivial write through the writer's FIFO, committed (the readiness probe)."""
+        await self.writer.call(Ping())

@@ -63,6 +63,7 @@ from kefu.store.writer import (
     AsyncWriter,
     CheckEpoch,
     ClaimEpoch,
+    Ping,
     SetRate,
     WriteOp,
     message_runs,
@@ -99,6 +100,7 @@ _CLOSE = (
 _RATE = "UPDATE conversations SET rate = $1 WHERE id = $2 AND rate IS NULL"
 _CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = $1"
 _CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = $1 WHERE id = 1 AND epoch < $1"
+_PING = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1"
 
 # A value too long for its column, or not valid for its type, is an item error
 # like a constraint: the batch is run again item by item and only that item fails.
@@ -270,6 +272,8 @@ class PgBackend:
                     raise Fenced(epoch)
             case ClaimEpoch(epoch):
                 return bool(await conn.execute(_CLAIM_EPOCH, epoch) == "UPDATE 1")
+            case Ping():
+                await conn.execute(_PING)
             case _:
                 raise TypeError(f"unknown write op {op!r}")
         return None

@@ -35,6 +35,7 @@ from kefu.server.cluster.status import StatusPublisher, snapshot
 from kefu.server.cluster.stream import StreamReader, retry
 from kefu.server.cluster.wire import InventoryItem
 from kefu.server.desk import Desk
+from kefu.server.metrics import Metrics
 from kefu.settings import Settings
 from kefu.store.base import Store
 
@@ -53,6 +54,7 @@ class Host(Nodes, Protocol):
     store: Store
     broker: Broker
     live: set[str]
+    metrics: Metrics  # the node's: the desk counts into it while this node leads
 
     def new_id(self) -> str: ...
 
@@ -63,7 +65,14 @@ class Leader:
         self.token = token
         self.node = host.name
         self.placement = ClusterPlacement(self.node, token, host.store, host)
-        self.desk = Desk(host.settings, host.store, self.placement, host.new_id, epoch=token)
+        self.desk = Desk(
+            host.settings,
+            host.store,
+            self.placement,
+            host.new_id,
+            epoch=token,
+            metrics=host.metrics,
+        )
         self.desk.on_timer = self._after_timer
         wait = min(2.0, max(0.2, host.settings.lease_ttl / 2))
         self.rebuild = Rebuild(self.desk, self.placement, wait)

@@ -78,6 +78,7 @@ class ClusterMember:
         self.live: set[str] = set()
         self.leader: Leader | None = None
         self.status = StatusReader(broker)
+        self.metrics = node.metrics
         self._leader_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._outboxes: dict[str, Outbox] = {}

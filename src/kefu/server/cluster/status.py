@@ -2,7 +2,8 @@
 
 `GET /v1/ws/status` on any node answers the whole cluster: the desk's
 figures as on one node, plus [ext] `leader`, `nodes` (per node: its users
-and waiters, whether it leads) and `node` (who answered).
+and waiters, whether it leads), `ready_waiter_num`, `conversation_num` (for
+`/metrics`) and `node` (who answered).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def snapshot(desk: Desk, placement: ClusterPlacement, live: set[str]) -> dict[st
         "online_user_num": s.online_user_num,
         "pending_num": s.pending_num,
         "matchers": s.matchers,
+        "ready_waiter_num": desk.switchboard.ready_waiters(),
+        "conversation_num": desk.switchboard.conversation_count(),
         "leader": placement.node,
         "nodes": nodes,
     }

@@ -33,6 +33,7 @@ from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import (
     CheckEpoch,
     ClaimEpoch,
+    Ping,
     SetRate,
     UpsertAccount,
     WriteOp,
@@ -85,6 +86,7 @@ _CLOSE = (
 _RATE = "UPDATE conversations SET rate = ? WHERE id = ? AND rate IS NULL"
 _CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = ?"
 _CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = ? WHERE id = 1 AND epoch < ?"
+_PING = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1"
 
 _ITEM_ERRORS = (
     sqlite3.IntegrityError,
@@ -156,6 +158,7 @@ class SqliteBackend:
             UpsertAccount: self._upsert,
             ClaimEpoch: self._claim_epoch,
             CheckEpoch: self._check_epoch,
+            Ping: self._ping,
         }
 
     def open(self) -> None:
@@ -336,6 +339,10 @@ class SqliteBackend:
         assert self._cur is not None
         if self._cur.execute(_CHECK_EPOCH, (r.epoch,)).rowcount != 1:
             raise Fenced(r.epoch)
+
+    def _ping(self, _: Ping) -> None:
+        assert self._cur is not None
+        self._cur.execute(_PING)
 
     def read_account(self, by: str, value: str) -> Account | None:
         """One account by `id`, local `username` or `external` id, on the writer's connection."""

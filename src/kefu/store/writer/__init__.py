@@ -4,7 +4,7 @@ Everything written goes through one FIFO of items (`items.py`): messages with
 their `done` callback, lifecycle records (`Enqueue`, `Dequeue`,
 `OpenConversation`, `CloseConversation`, each optionally guarded by a leader
 epoch), calls whose result is wanted (`SetRate`, `UpsertAccount`,
-`ClaimEpoch`), and flush markers. The writer takes what is queued (at most
+`ClaimEpoch`, `Ping`), and flush markers. The writer takes what is queued (at most
 `max_batch` items), has the backend run the ops (`ops.py`) in **one
 transaction**, and then settles the batch's items on the event loop, in
 submission order. An ack sent from a message's `done` therefore means
@@ -45,13 +45,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from kefu.store.base import AppendDone, LifecycleWrite, NewMessage
-from kefu.store.writer.items import WriterStats
+from kefu.store.writer.items import CallOp, WriterStats
 from kefu.store.writer.loop import AsyncWriter
 from kefu.store.writer.ops import (
     AsyncBatchBackend,
     BatchBackend,
     CheckEpoch,
     ClaimEpoch,
+    Ping,
     SetRate,
     UpsertAccount,
     WriteOp,
@@ -70,7 +71,7 @@ class Writer(Protocol):
     async def stop(self) -> None: ...
     def append(self, message: NewMessage, done: AppendDone) -> None: ...
     def write(self, record: LifecycleWrite, epoch: int | None = None) -> None: ...
-    def call(self, op: SetRate | UpsertAccount | ClaimEpoch) -> asyncio.Future[Any]: ...
+    def call(self, op: CallOp) -> asyncio.Future[Any]: ...
     async def flush(self) -> None: ...
 
 
@@ -80,6 +81,7 @@ __all__ = [
     "BatchBackend",
     "CheckEpoch",
     "ClaimEpoch",
+    "Ping",
     "SetRate",
     "ThreadWriter",
     "UpsertAccount",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ class Batches:
         self.fences = Fences()
         self._seq = 0  # records and markers made so far
         self._last_marker = 0  # the sequence number of the latest marker
+        self._began = 0.0  # when the batch being run was handed to the backend (perf_counter)
 
     def record(self, op: LifecycleWrite, epoch: int | None) -> Record:
         self._seq += 1
@@ -87,6 +89,8 @@ class Batches:
             stats.batches += 1
             stats.ops += len(ops)
             stats.largest = max(stats.largest, len(ops))
+            stats.batch_ops.observe(len(ops))
+            self._began = time.perf_counter()
         return ops, checked is not None
 
     def committed(
@@ -95,6 +99,7 @@ class Batches:
         """The batch committed (or had no ops: only markers): the callbacks that tell its items."""
         if ops:
             self.stats.commits += 1
+            self.stats.commit_seconds.observe(time.perf_counter() - self._began)
         if checks:  # the checks' results belong to no item
             results = [r for op, r in zip(ops, results, strict=True) if type(op) is not CheckEpoch]
         return settle_success(batch, results, self.fences)

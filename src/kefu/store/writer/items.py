@@ -4,7 +4,7 @@ Four kinds of item share one FIFO:
 
 * a message with its `done` callback: a plain tuple (the hot path: no future, no task);
 * `Record`: a lifecycle record, with the leader epoch that guards it, if any;
-* `Call`: an op whose result is wanted (`SetRate`, `UpsertAccount`, `ClaimEpoch`);
+* `Call`: an op whose result is wanted (`SetRate`, `UpsertAccount`, `ClaimEpoch`, `Ping`);
 * `Marker`: a flush (or, with `stop`, the writer's end), resolved once everything
   before it is settled.
 
@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeAlias
 
+from kefu.histogram import SECONDS_FAST, SIZES, Histogram
 from kefu.store.base import AppendDone, Fenced, LifecycleWrite, NewMessage, StoreUnavailable
-from kefu.store.writer.ops import ClaimEpoch, SetRate, UpsertAccount
+from kefu.store.writer.ops import ClaimEpoch, Ping, SetRate, UpsertAccount
 
 log = logging.getLogger("kefu.store.writer")
 
@@ -41,7 +42,7 @@ class Record:
         self.attempts = 0
 
 
-CallOp: TypeAlias = SetRate | UpsertAccount | ClaimEpoch
+CallOp: TypeAlias = SetRate | UpsertAccount | ClaimEpoch | Ping
 
 
 class Call:
@@ -101,6 +102,8 @@ class WriterStats:
     retried: int = 0  # lifecycle records put back for another try
     dropped: int = 0  # lifecycle records given up on (fenced ones included)
     fenced: int = 0  # batches rolled back because their leader epoch was superseded
+    commit_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS_FAST))  # per commit
+    batch_ops: Histogram = field(default_factory=lambda: Histogram(SIZES))  # ops per batch
 
 
 def unavailable(exc: BaseException) -> StoreUnavailable:

@@ -39,12 +39,13 @@ from kefu.store.writer.batches import Batches
 from kefu.store.writer.items import (
     Call,
     Callback,
+    CallOp,
     Item,
     WriterStats,
     retry_delay,
     run_callbacks,
 )
-from kefu.store.writer.ops import AsyncBatchBackend, ClaimEpoch, SetRate, UpsertAccount
+from kefu.store.writer.ops import AsyncBatchBackend
 
 log = logging.getLogger("kefu.store.writer")
 
@@ -115,7 +116,7 @@ class AsyncWriter:
             raise StoreUnavailable("store is not running")
         self._put(self.batches.record(record, epoch))
 
-    def call(self, op: SetRate | UpsertAccount | ClaimEpoch) -> asyncio.Future[Any]:
+    def call(self, op: CallOp) -> asyncio.Future[Any]:
         """Queue `op`; the future gets the backend's result or `StoreUnavailable`."""
         future: asyncio.Future[Any] = self._running_loop().create_future()
         self._put(Call(op, future))

@@ -39,6 +39,15 @@ class ClaimEpoch:
 
 
 @dataclass(frozen=True, slots=True)
+class Ping:
+    """A trivial write (the leader epoch row set to itself): proves the database takes writes.
+
+    Goes through the FIFO like any write, so it also proves the writer is moving
+    (the readiness probe, `Store.ping`). The backend returns None.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class CheckEpoch:
     """Lock the leader epoch row for the rest of the transaction and check it is `epoch`.
 
@@ -48,7 +57,9 @@ class CheckEpoch:
     epoch: int
 
 
-WriteOp: TypeAlias = NewMessage | LifecycleWrite | SetRate | UpsertAccount | ClaimEpoch | CheckEpoch
+WriteOp: TypeAlias = (
+    NewMessage | LifecycleWrite | SetRate | UpsertAccount | ClaimEpoch | CheckEpoch | Ping
+)
 
 
 class BatchBackend(Protocol):
@@ -61,7 +72,7 @@ class BatchBackend(Protocol):
         """Run `ops` in one transaction and commit; one result per op, in order.
 
         A `NewMessage` gives an `Appended`, `SetRate`, `UpsertAccount` and
-        `ClaimEpoch` a bool, lifecycle records and `CheckEpoch` None. With
+        `ClaimEpoch` a bool, lifecycle records, `CheckEpoch` and `Ping` None. With
         `isolate`, each op runs in its own savepoint and an op that fails with
         an item error gives that exception as its result. On any other error
         (`Fenced` included): roll back and raise.

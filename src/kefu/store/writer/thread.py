@@ -29,13 +29,14 @@ from kefu.store.writer.batches import Batches
 from kefu.store.writer.items import (
     Call,
     Callback,
+    CallOp,
     Item,
     WriterStats,
     retry_delay,
     run_callbacks,
     settle,
 )
-from kefu.store.writer.ops import BatchBackend, ClaimEpoch, SetRate, UpsertAccount
+from kefu.store.writer.ops import BatchBackend
 
 log = logging.getLogger("kefu.store.writer")
 
@@ -103,7 +104,7 @@ class ThreadWriter:
             raise StoreUnavailable("store is not running")
         self._queue.put(self.batches.record(record, epoch))
 
-    def call(self, op: SetRate | UpsertAccount | ClaimEpoch) -> asyncio.Future[Any]:
+    def call(self, op: CallOp) -> asyncio.Future[Any]:
         """Queue `op`; the future gets the backend's result or `StoreUnavailable`."""
         loop = self._running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -1,0 +1,1 @@
+"""The deployment files: Dockerfile, install script, compose file, systemd unit."""

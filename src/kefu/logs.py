@@ -74,9 +74,8 @@ def setup(settings: Settings, stream: TextIO | None = None) -> None:
     handler.setFormatter(JsonFormatter() if _format == "json" else TextFormatter())
     handler.addFilter(hide_queries)
     root = logging.getLogger()
-    for old in root.handlers[:]:
+    for old in root.handlers[:]:  # one handler, one format (removed, not closed: not ours)
         root.removeHandler(old)
-        old.close()
     root.addHandler(handler)
     root.setLevel(level)
     for name in LOGGERS:

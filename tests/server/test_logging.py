@@ -26,6 +26,7 @@ from kefu.settings import Settings
 from support.client import new_op_id, open_socket, pair, person, say
 from support.logscan import leaks, remember
 from support.servers import MakeServer, Server, free_port, kefu_env, run_kefu
+from support.services import redis_prefix, require_redis
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -167,6 +168,18 @@ async def test_a_failure_a_socket_met_names_its_socket_account_and_op_id(
     assert failed[0]["level"] == "warning"
     assert failed[0]["socket"] == rater.uuid
     assert rater.person is not None and failed[0]["account"] == rater.person.id
+
+
+async def test_a_cluster_node_is_named_by_its_cluster_name(make_server: MakeServer) -> None:
+    srv = make_server(log_format="json", broker_url=require_redis(), broker_prefix=redis_prefix())
+    srv.stop()
+    records = _records(srv)
+    joined = [r for r in records if r["message"].startswith("cluster node ")]
+    assert len(joined) == 1, records
+    name = joined[0]["message"].split()[2]  # "cluster node <name> joined (...)"
+    assert re.fullmatch(r"\d+-[0-9a-f]{8}", name), joined
+    assert joined[0]["node"] == name
+    assert records[-1]["node"] == name  # and every line after it
 
 
 def test_a_startup_failure_in_json_is_one_json_line_without_the_password(tmp_path: Path) -> None:

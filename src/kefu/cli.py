@@ -1,13 +1,16 @@
 """The command line: serve | users create | token | demo | db upgrade (protocol section 9).
 
 Each command is a thin call into the library; settings come from KEFU_*
-variables, and `serve` also takes the most used ones as flags.
+variables (or `.env` in the working directory), and `serve` also takes the
+most used ones as flags. `kefu check` checks a configuration without
+changing anything (`kefu.checks`); `serve` sets up the logs (`kefu.logs`).
 
 Migrations run before any event loop is started (for `postgresql+asyncpg`
 Alembic runs a loop of its own). A failure an operator can meet (bad
 settings, a database that cannot be reached or used, an unknown or
-duplicate account) is one line on stderr starting with `kefu:` and a
-non-zero exit code: 2 for wrong usage, 1 for the rest. With
+duplicate account) is one line on stderr starting with `kefu:` (for `serve`
+with KEFU_LOG_FORMAT=json, one JSON log line) and a non-zero exit code: 2
+for wrong usage, 1 for the rest. With
 KEFU_LOG_LEVEL=debug the traceback is shown instead.
 """
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from kefu.admin_cli import CliTools
+from kefu.admin_cli import register as register_admin
 from kefu.core.model import Role
 from kefu.settings import Settings
 
@@ -354,6 +356,10 @@ def backup(
         typer.echo(f"signing key copied to {done.secret}")
     elif done.secret_in_environment:
         typer.echo("signing key: KEFU_SECRET is set, not in a file; keep it with the backup")
+
+
+# `kefu api-keys ...` and `kefu users list|update|...` (kefu.admin_cli)
+register_admin(app, users_app, CliTools(_settings, _run, _fail))
 
 
 def main() -> None:  # pragma: no cover

@@ -15,6 +15,7 @@ Two kinds of tokens are signed with the same secret:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,9 @@ def issue(secret: str, account: Account, ttl: int, now: float | None = None) -> 
         "username": account.username,
         "nickname": account.nickname,
         "avatar": account.avatar,
-        "iat": int(now),
+        # to the millisecond: a logout refuses the tokens issued before it (`tokens_after`),
+        # and a sign-in right after it must not be taken for one of them
+        "iat": math.floor(now * 1000) / 1000,
         "exp": int(now) + ttl,
     }
     if account.kind is AccountKind.LOCAL:

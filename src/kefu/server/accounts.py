@@ -19,6 +19,14 @@ from kefu.tokens import Claims, TokenError, Verifier
 
 def external_account(claims: Claims, known: Account | None, account_id: str) -> Account:
     """The external account host-token `claims` describe, keeping what they leave out."""
+    if known is not None:  # its id, kind and lifecycle stay as they are
+        return replace(
+            known,
+            username=claims.username or known.username,
+            role=claims.role,
+            nickname=claims.nickname if claims.nickname is not None else known.nickname,
+            avatar=claims.avatar if claims.avatar is not None else known.avatar,
+        )
     return Account(
         id=account_id,
         username=claims.username or (known.username if known else claims.sub),
@@ -41,13 +49,24 @@ class Accounts:
         self._external: dict[str, Account] = {}  # host `sub` -> external account
 
     def known(self, claims: Claims) -> Account | None:
-        """The account `claims` name if it is cached and the claims change nothing in it."""
+        """The account `claims` name if it is cached, accepts them and they change nothing in it.
+
+        Else None, and `load` decides (and says why it refuses).
+        """
         if claims.local:
-            return self._local.get(claims.sub)
-        known = self._external.get(claims.sub)
-        if known is None:
-            return None
-        return known if external_account(claims, known, known.id) == known else None
+            account = self._local.get(claims.sub)
+        else:
+            account = self._external.get(claims.sub)
+            if account is not None and external_account(claims, account, account.id) != account:
+                return None
+        return account if account is not None and account.accepts(claims.iat) else None
+
+    def forget(self, account_id: str) -> None:
+        """Drop the cached account: it changed (the admin API); the next token reads it again."""
+        self._local.pop(account_id, None)
+        subs = [sub for sub, account in self._external.items() if account.id == account_id]
+        for sub in subs:
+            del self._external[sub]
 
     def names(self, claims: Claims, account: Account) -> bool:
         """True if `claims` are a token of `account`."""
@@ -56,9 +75,15 @@ class Accounts:
         return account.kind is AccountKind.EXTERNAL and claims.sub == account.external_id
 
     async def load(self, claims: Claims) -> Account:
-        """The account `claims` name: a local one as stored, an external one made or updated."""
+        """The account `claims` name: a local one as stored, an external one made or updated.
+
+        `TokenError` if there is none, it is disabled, or the token is older than
+        its last logout (a disabled external account is not updated either).
+        """
         if claims.local:
-            return await self._load_local(claims.sub)
+            account = await self._load_local(claims.sub)
+            _check_accepts(account, claims)
+            return account
         return await self._load_external(claims)
 
     async def _load_local(self, account_id: str) -> Account:
@@ -71,6 +96,9 @@ class Accounts:
     async def _load_external(self, claims: Claims) -> Account:
         sub = claims.sub
         known = self._external.get(sub) or await self._store.get_external_account(sub)
+        if known is not None:
+            self._external[sub] = known
+            _check_accepts(known, claims)
         # kefu's id for a new one is the host's, unless another account has that id already
         account = external_account(claims, known, known.id if known is not None else sub)
         if account != known:
@@ -93,5 +121,13 @@ class Accounts:
             raise TokenError(f"username {account.username!r} belongs to another account") from None
 
     async def by_username(self, username: str) -> Account | None:
-        """A local account by username (the console's sign-in)."""
-        return await self._store.get_account_by_username(username, AccountKind.LOCAL)
+        """A local account by username (the console's sign-in); None if it is disabled."""
+        account = await self._store.get_account_by_username(username, AccountKind.LOCAL)
+        return account if account is not None and account.disabled_at is None else None
+
+
+def _check_accepts(account: Account, claims: Claims) -> None:
+    if account.disabled_at is not None:
+        raise TokenError("invalid token: the account is disabled")
+    if not account.accepts(claims.iat):
+        raise TokenError("invalid token: it was issued before the account's last logout")

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from kefu.ids import IdGenerator
 from kefu.passwords import PasswordChecker
 from kefu.server.accounts import Accounts
+from kefu.server.api import PREFIX as API_PREFIX
+from kefu.server.api import ApiContext, create_api
 from kefu.server.desk import Desk
 from kefu.server.gateway import Gateway
 from kefu.server.history import History
@@ -71,10 +73,12 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.sleep(0.05)  # let the writers send their close frames
             await store.close()
 
+    api = create_api(ApiContext(settings, store, node, accounts, passwords))
     routes = [
         Route("/v1/ws/status", status_endpoint(mode.status, settings)),
         *web_routes(settings, accounts, passwords, metrics=node.metrics),
         *observe_routes(settings, node, mode.desk, mode.member),  # /healthz /readyz /metrics
+        Mount(API_PREFIX, app=api),  # the admin API (`kefu.server.api`)
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     publish(app, gateway.endpoints())  # the chat sockets (`kefu.server.transport`)

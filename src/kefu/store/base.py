@@ -25,7 +25,8 @@ returns ORM rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Any, Protocol
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
@@ -40,6 +41,10 @@ class StoreError(Exception):
 
 class AccountExists(StoreError):
     """An account with that username or id is already there."""
+
+
+class NameTaken(StoreError):
+    """An API key with that name exists (revoked keys keep their names)."""
 
 
 class StoreUnavailable(StoreError):
@@ -75,6 +80,12 @@ class Account:
     password_hash: str | None = None
     kind: AccountKind = AccountKind.LOCAL
     external_id: str | None = None
+    # the lifecycle (the admin API); None: never disabled / no logout / not erased
+    # set by the store (None until read back from it); not part of an account's equality
+    created_at: float | None = field(default=None, compare=False)
+    disabled_at: float | None = None  # a disabled account cannot authenticate
+    tokens_after: float | None = None  # tokens with an older `iat` (or none) are refused
+    erased_at: float | None = None
 
     def __post_init__(self) -> None:
         # a role or kind given by name ("waiter") is the enum from here on; a bad name fails here
@@ -85,6 +96,60 @@ class Account:
         return Profile(
             id=self.id, username=self.username, nickname=self.nickname, avatar=self.avatar
         )
+
+    def accepts(self, iat: float | None) -> bool:
+        """True if a token issued at `iat` may authenticate as this account now."""
+        if self.disabled_at is not None:
+            return False
+        after = self.tokens_after
+        return after is None or (iat is not None and iat >= after)
+
+
+class Keep(Enum):
+    """`KEEP`: a field an `AccountUpdate` leaves as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUpdate:
+    """What to change in an account; every field left `KEEP` stays as stored."""
+
+    nickname: str | Keep | None = KEEP
+    avatar: str | Keep = KEEP
+    password_hash: str | Keep | None = KEEP
+    role: Role | Keep = KEEP
+    disabled_at: float | Keep | None = KEEP
+    tokens_after: float | Keep | None = KEEP
+
+    def changes(self) -> dict[str, object]:
+        """The fields to set, by column name."""
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {name: value for name, value in values if value is not KEEP}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    """Which accounts a listing shows: `q` is a substring of the username or nickname."""
+
+    role: Role | None = None
+    q: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A key of the admin API, as listed (the key itself is never stored)."""
+
+    id: str
+    name: str
+    prefix: str  # the key's first characters
+    read_only: bool
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
 
 
 # NewMessage and Appended are made for every message: not frozen, since a frozen
@@ -239,6 +304,41 @@ class Store(Protocol):
         `AccountExists` if its id belongs to another account, or its username to
         another account of its kind.
         """
+
+    # -- the account lifecycle and the admin API (cold, rare) ------------------
+    async def list_accounts(
+        self, where: AccountFilter, after: str | None, limit: int
+    ) -> list[Account]:
+        """Accounts newest first by (created_at, id): those after the account `after` (an id)."""
+
+    async def update_account(self, account_id: str, update: AccountUpdate) -> Account | None:
+        """Change the fields `update` sets; the account as stored after, None if unknown."""
+
+    async def erase_account(self, account_id: str, now: float) -> Account | None:
+        """Erase a person: profile cleared, what they wrote removed; None if unknown.
+
+        The username becomes `erased-<id>`, nickname and password hash and
+        external id are cleared, the avatar emptied; the account is disabled
+        and its tokens refused from `now` (kept if it was erased before).
+        Every message it sent gets an empty payload of its type
+        (`{"text": "", "erased": true}`, `{"image": "", "erased": true}`).
+        Its conversations stay, as anonymous records. Idempotent.
+        """
+
+    async def create_api_key(self, key: ApiKey, key_hash: str) -> ApiKey:
+        """Insert; `NameTaken` if a key (even a revoked one) has that name."""
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this SHA-256 (hex), revoked or not."""
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+
+    async def revoke_api_key(self, name_or_id: str, now: float) -> ApiKey | None:
+        """Revoke the key of that name (or id); None if there is none. Idempotent."""
+
+    async def touch_api_key(self, key_id: str, now: float) -> None:
+        """Note that the key was used at `now`."""
 
     # -- reads --------------------------------------------------------------
     async def history(

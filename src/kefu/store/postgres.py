@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.core.model import AccountKind
 from kefu.store import queries
+from kefu.store.admin import AdminQueries
 from kefu.store.base import (
     Account,
     Appended,
@@ -279,7 +280,7 @@ class PgBackend:
         return None
 
 
-class PostgresStore(StoreEdge):
+class PostgresStore(AdminQueries, StoreEdge):
     """The `Store` protocol on PostgreSQL (see the module docstring for limits)."""
 
     def __init__(

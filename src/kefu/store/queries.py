@@ -13,10 +13,12 @@ receiver) come back as `Profile(id, username=id)`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from typing import Any
 
-from sqlalchemy import Connection, FromClause, Select, func, select
+from sqlalchemy import Connection, FromClause, Select, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -25,8 +27,12 @@ from kefu.core.model import AccountKind, Profile, Role
 from kefu.store.base import (
     Account,
     AccountExists,
+    AccountFilter,
+    AccountUpdate,
+    ApiKey,
     Conversation,
     HistoryEntry,
+    NameTaken,
     OpenState,
     QueueEntry,
     SessionEntry,
@@ -34,6 +40,7 @@ from kefu.store.base import (
 )
 from kefu.store.tables import (
     accounts,
+    api_keys,
     conversations,
     from_us,
     messages,
@@ -65,8 +72,10 @@ def _profile(row: RowMapping, prefix: str, fallback_id: str) -> Profile:
 
 
 def _account(row: RowMapping | None) -> Account | None:
-    if row is None:
-        return None
+    return None if row is None else _account_of(row)
+
+
+def _account_of(row: RowMapping) -> Account:
     return Account(
         id=row["id"],
         username=row["username"],
@@ -76,7 +85,19 @@ def _account(row: RowMapping | None) -> Account | None:
         password_hash=row["password_hash"],
         kind=AccountKind(row["kind"]),
         external_id=row["external_id"],
+        created_at=_seconds(row["created_at"]),
+        disabled_at=_seconds(row["disabled_at"]),
+        tokens_after=_seconds(row["tokens_after"]),
+        erased_at=_seconds(row["erased_at"]),
     )
+
+
+def _seconds(us: int | None) -> float | None:
+    return None if us is None else from_us(us)
+
+
+def _us(seconds: float | None) -> int | None:
+    return None if seconds is None else to_us(seconds)
 
 
 def _conversation(row: RowMapping, prefix: str = "c_") -> Conversation:
@@ -165,6 +186,164 @@ def upsert_account(conn: Connection, account: Account, now: float) -> None:
             conn.execute(stmt)
     except IntegrityError as exc:
         raise AccountExists(f"account {account.id!r} / {account.username!r} is taken") from exc
+
+
+# -- the account lifecycle (the admin API) --------------------------------
+ERASED_PAYLOADS = {
+    "message_text": '{"text":"","erased":true}',
+    "message_image": '{"image":"","erased":true}',
+}
+ERASED_PAYLOAD = '{"erased":true}'  # a message of any other type
+_TIMES = ("disabled_at", "tokens_after")
+
+
+def list_accounts(
+    conn: Connection, where: AccountFilter, after: str | None, limit: int
+) -> list[Account]:
+    """Newest first by (created_at, id); after the account `after` (its id) in that order."""
+    a = accounts
+    query = select(a)
+    if where.role is not None:
+        query = query.where(a.c.role == where.role.value)
+    if where.q:
+        q = where.q.lower()
+        query = query.where(
+            or_(
+                func.lower(a.c.username).contains(q, autoescape=True),
+                func.lower(a.c.nickname).contains(q, autoescape=True),
+            )
+        )
+    if after is not None:
+        at = select(a.c.created_at).where(a.c.id == after).scalar_subquery()
+        query = query.where(or_(a.c.created_at < at, and_(a.c.created_at == at, a.c.id < after)))
+    query = query.order_by(a.c.created_at.desc(), a.c.id.desc()).limit(_clamp(limit))
+    return [_account_of(row) for row in conn.execute(query).mappings()]
+
+
+def update_account(conn: Connection, account_id: str, update: AccountUpdate) -> Account | None:
+    """Set the fields `update` changes; the account as stored after (None if unknown). Commits."""
+    values: dict[str, Any] = {}
+    for name, value in update.changes().items():
+        if name in _TIMES:
+            value = _us(value)  # type: ignore[arg-type]
+        elif isinstance(value, Role):
+            value = value.value
+        values[name] = value
+    with conn.begin():
+        if values:
+            conn.execute(accounts.update().where(accounts.c.id == account_id).values(values))
+        return get_account(conn, account_id)
+
+
+def erased_username(account_id: str) -> str:
+    """`erased-<id>`, within the column's 64 characters."""
+    name = f"erased-{account_id}"
+    if len(name) <= 64:
+        return name
+    return "erased-" + hashlib.sha256(account_id.encode()).hexdigest()[:57]
+
+
+def erase_account(conn: Connection, account_id: str, now: float) -> Account | None:
+    """Clear the profile, disable, refuse its tokens, empty what it wrote. Commits; idempotent."""
+    a = accounts
+    with conn.begin():
+        found = get_account(conn, account_id)
+        if found is None:
+            return None
+        username = found.username if found.erased_at is not None else erased_username(account_id)
+        taken = conn.execute(
+            select(a.c.id).where(
+                a.c.kind == found.kind.value, a.c.username == username, a.c.id != account_id
+            )
+        ).first()
+        if taken is not None:  # someone chose that name: any unique one will do
+            username = "erased-" + uuid.uuid4().hex
+        values: dict[str, Any] = {
+            "username": username,
+            "nickname": None,
+            "avatar": "",
+            "password_hash": None,
+            "external_id": None,
+        }
+        if found.erased_at is None:  # a second erasure keeps the first one's times
+            when = to_us(now)
+            values.update(erased_at=when, tokens_after=when)
+            if found.disabled_at is None:
+                values["disabled_at"] = when
+        conn.execute(a.update().where(a.c.id == account_id).values(values))
+        m = messages
+        theirs = m.c.sender_id == account_id
+        for type_, payload in ERASED_PAYLOADS.items():
+            conn.execute(m.update().where(theirs, m.c.type == type_).values(payload=payload))
+        known = m.c.type.in_(list(ERASED_PAYLOADS))
+        conn.execute(m.update().where(theirs, ~known).values(payload=ERASED_PAYLOAD))
+        return get_account(conn, account_id)
+
+
+# -- API keys ----------------------------------------------------------------
+def _api_key(row: RowMapping) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        read_only=bool(row["read_only"]),
+        created_at=from_us(row["created_at"]),
+        last_used_at=_seconds(row["last_used_at"]),
+        revoked_at=_seconds(row["revoked_at"]),
+    )
+
+
+def create_api_key(conn: Connection, key: ApiKey, key_hash: str) -> ApiKey:
+    """Insert; `NameTaken` if the name is used (by a revoked key too). Commits."""
+    values = {
+        "id": key.id,
+        "name": key.name,
+        "key_hash": key_hash,
+        "prefix": key.prefix,
+        "read_only": key.read_only,
+        "created_at": to_us(key.created_at),
+    }
+    try:
+        with conn.begin():
+            conn.execute(api_keys.insert().values(values))
+    except IntegrityError as exc:
+        raise NameTaken(f"an API key named {key.name!r} exists") from exc
+    return key
+
+
+def api_key_by_hash(conn: Connection, key_hash: str) -> ApiKey | None:
+    row = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).mappings().first()
+    return None if row is None else _api_key(row)
+
+
+def list_api_keys(conn: Connection) -> list[ApiKey]:
+    query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+    return [_api_key(row) for row in conn.execute(query).mappings()]
+
+
+def revoke_api_key(conn: Connection, name_or_id: str, now: float) -> ApiKey | None:
+    """Revoke by name, or else by id; None if neither names a key. Commits; idempotent."""
+    k = api_keys
+    with conn.begin():
+        row = conn.execute(select(k).where(k.c.name == name_or_id)).mappings().first()
+        if row is None:
+            row = conn.execute(select(k).where(k.c.id == name_or_id)).mappings().first()
+        if row is None:
+            return None
+        conn.execute(
+            k.update()
+            .where(k.c.id == row["id"], k.c.revoked_at.is_(None))
+            .values(revoked_at=to_us(now))
+        )
+        row = conn.execute(select(k).where(k.c.id == row["id"])).mappings().one()
+        return _api_key(row)
+
+
+def touch_api_key(conn: Connection, key_id: str, now: float) -> None:
+    with conn.begin():
+        conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=to_us(now))
+        )
 
 
 # -- messages -------------------------------------------------------------
@@ -348,13 +527,21 @@ def load_open_state(conn: Connection) -> OpenState:
 
 __all__ = [
     "MAX_LIMIT",
+    "api_key_by_hash",
     "create_account",
+    "create_api_key",
+    "erase_account",
     "get_account",
     "get_account_by_username",
     "history",
     "latest_conversation",
+    "list_accounts",
+    "list_api_keys",
     "load_open_state",
     "messages_after",
+    "revoke_api_key",
     "sessions",
+    "touch_api_key",
+    "update_account",
     "upsert_account",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -59,8 +60,30 @@ accounts = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False, default="local", server_default="local"),
     Column("external_id", String(64), nullable=True),
+    # the account lifecycle (migration 0006): NULL while not disabled / no logout / not erased
+    Column("disabled_at", BigInteger, nullable=True),
+    Column("tokens_after", BigInteger, nullable=True),  # tokens with an older `iat` are refused
+    Column("erased_at", BigInteger, nullable=True),
     UniqueConstraint("kind", "username", name="uq_accounts_kind_username"),
     UniqueConstraint("external_id", name="uq_accounts_external_id"),
+    Index("ix_accounts_created_at_id", "created_at", "id"),  # the admin API's listing
+)
+
+# Keys of the admin API (`kefu api-keys create`): only a SHA-256 of the key is kept;
+# `prefix` is its first characters, to tell keys apart in a listing.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("read_only", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    UniqueConstraint("name", name="uq_api_keys_name"),
+    UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
 )
 
 conversations = Table(

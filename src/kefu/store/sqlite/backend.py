@@ -66,8 +66,8 @@ _UPSERT_ACCOUNT = (
     " avatar = excluded.avatar"
 )
 _READ_ACCOUNT = (
-    "SELECT id, username, role, nickname, avatar, password_hash, kind, external_id"
-    " FROM accounts WHERE "
+    "SELECT id, username, role, nickname, avatar, password_hash, kind, external_id,"
+    " created_at, disabled_at, tokens_after, erased_at FROM accounts WHERE "
 )
 _ACCOUNT_BY = {
     "id": "id = ?",
@@ -352,4 +352,18 @@ class SqliteBackend:
             return None
         kind = AccountKind(row[6])
         role = Role(row[2])
-        return Account(row[0], row[1], role, row[3], row[4] or "", row[5], kind, row[7])
+        created, disabled, after, erased = (None if t is None else from_us(t) for t in row[8:])
+        return Account(
+            row[0],
+            row[1],
+            role,
+            row[3],
+            row[4] or "",
+            row[5],
+            kind,
+            row[7],
+            created,
+            disabled,
+            after,
+            erased,
+        )

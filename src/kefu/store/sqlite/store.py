@@ -45,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kefu.core.model import AccountKind
 from kefu.store import queries
+from kefu.store.admin import AdminQueries
 from kefu.store.base import (
     Account,
     AccountExists,
@@ -68,7 +69,7 @@ T = TypeVar("T")
 DRIVER_ERRORS = (sqlite3.Error, SQLAlchemyError)
 
 
-class SqliteStore(StoreEdge):
+class SqliteStore(AdminQueries, StoreEdge):
     """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
 
     def __init__(

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
             return db.with_name(db.name + ".secret")
         return Path("kefu.secret")
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _networks(cls, value: str) -> str:
         from kefu.server.proxies import parse

@@ -221,12 +221,12 @@ class Exporter:
         for result, n in m.webhooks.counts.items():
             hooks.add_metric([result], n)
         yield hooks
-        if self._reconnects is not None:
-            yield CounterMetricFamily(
-                "kefu_broker_reconnects",
-                "Times this node re-established its broker subscription after losing it.",
-                value=self._reconnects(),
-            )
+        yield CounterMetricFamily(
+            "kefu_broker_reconnects",
+            "Times this node re-established its broker subscription after losing it (0 on one"
+            " node: no broker).",
+            value=self._reconnects() if self._reconnects is not None else 0,
+        )
 
     def _store(self) -> Iterator[Metric]:
         stats = self._writer

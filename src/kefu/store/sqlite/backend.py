@@ -86,7 +86,11 @@ _CLOSE = (
 _RATE = "UPDATE conversations SET rate = ? WHERE id = ? AND rate IS NULL"
 _CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = ?"
 _CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = ? WHERE id = 1 AND epoch < ?"
-_PING = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1"
+# SQLite does not rewrite a row whose bytes are unchanged: a ping changes it and back
+_PING = (
+    "UPDATE leader_epoch SET epoch = epoch + 1 WHERE id = 1",
+    "UPDATE leader_epoch SET epoch = epoch - 1 WHERE id = 1",
+)
 
 _ITEM_ERRORS = (
     sqlite3.IntegrityError,
@@ -342,7 +346,8 @@ class SqliteBackend:
 
     def _ping(self, _: Ping) -> None:
         assert self._cur is not None
-        self._cur.execute(_PING)
+        for statement in _PING:
+            self._cur.execute(statement)
 
     def read_account(self, by: str, value: str) -> Account | None:
         """One account by `id`, local `username` or `external` id, on the writer's connection."""

@@ -271,7 +271,7 @@ def test_the_level_applies_to_all_but_the_frame_loggers(
     setup_logs: Callable[..., io.StringIO],
 ) -> None:
     setup_logs(log_level="debug")
-    for name in ("kefu", "asyncio", "uvicorn.access", "sqlalchemy"):
+    for name in ("kefu", "kefu.store", "asyncio", "uvicorn.access", "uvicorn.asgi"):
         assert logging.getLogger(name).getEffectiveLevel() == logging.DEBUG, name
     for name in ("uvicorn.error", "websockets"):  # at debug they log frame contents
         assert logging.getLogger(name).getEffectiveLevel() == logging.INFO, name

@@ -98,8 +98,19 @@ def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
     # and 0006's api_keys table (its accounts columns and index are in `accounts`)
     keys = [d for d in diff if _table_of(d) == "api_keys"]
     assert [d[0] for d in keys] == ["add_table"]
-    assert {_table_of(d) for d in diff} == {"messages", "accounts", "leader_epoch", "api_keys"}
-    assert len(indexes) + len(columns) + len(accounts) + len(epoch) + len(keys) == len(diff)
+    # and 0007's queue_exits table (with its index)
+    exits = [d for d in diff if _table_of(d) == "queue_exits"]
+    assert sorted(d[0] for d in exits) == ["add_index", "add_table"]
+    assert {_table_of(d) for d in diff} == {
+        "messages",
+        "accounts",
+        "leader_epoch",
+        "api_keys",
+        "queue_exits",
+    }
+    assert len(indexes) + len(columns) + len(accounts) + len(epoch) + len(keys) + len(exits) == len(
+        diff
+    )
     upgrade(fresh_db)
     assert _diff_and_version(fresh_db) == ([], head())
 

@@ -114,6 +114,19 @@ queue_entries = Table(
     Index("ix_queue_entries_queued_at_seq", "queued_at", "seq"),
 )
 
+# Every departure from the queue (migration 0007), written with the entry's delete:
+# `served` is false for a user who left while queued. No primary key (a requeued user
+# keeps its `queued_at`, so rows may repeat); ranges are read and purged by `left_at`.
+queue_exits = Table(
+    "queue_exits",
+    metadata,
+    Column("user_id", String(64), nullable=False),
+    Column("queued_at", BigInteger, nullable=False),
+    Column("left_at", BigInteger, nullable=False),
+    Column("served", Boolean, nullable=False),
+    Index("ix_queue_exits_left_at", "left_at"),
+)
+
 messages = Table(
     "messages",
     metadata,

@@ -77,6 +77,16 @@ class PasswordChecker:
         job.add_done_callback(lambda _: _call_soon(loop, self._release))
         return await asyncio.wrap_future(job)
 
+    async def hash(self, password: str) -> str:
+        """`hash_password` on the same threads, bounded the same way (PasswordsBusy)."""
+        if self.in_flight >= self.capacity:
+            raise PasswordsBusy
+        loop = asyncio.get_running_loop()
+        job = self._executor.submit(hash_password, password)
+        self.in_flight += 1
+        job.add_done_callback(lambda _: _call_soon(loop, self._release))
+        return await asyncio.wrap_future(job)
+
     def _release(self) -> None:
         self.in_flight -= 1
 

@@ -91,6 +91,13 @@ class CancelTimer:
     key: TimerKey
 
 
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Every node drops what it cached of the account (it changed; read it again)."""
+
+    account_id: str
+
+
 Command = (
     Send
     | Close
@@ -102,4 +109,5 @@ Command = (
     | Unroute
     | StartTimer
     | CancelTimer
+    | Forget
 )

@@ -115,6 +115,19 @@ class ConversationRestored:
     queued_at: float | None = None  # the user's arrival; opened_at if unknown
 
 
+@dataclass(frozen=True, slots=True)
+class AccountChanged:
+    """An account was changed outside the chat (the admin API), after the change was stored.
+
+    Every node forgets its cached copy. With `hang_up` (disabled, erased,
+    logged out) every socket of the account is closed at once and its queue
+    place or conversations end as if the resume grace had run out.
+    """
+
+    account_id: str
+    hang_up: bool = False
+
+
 Event = (
     UserAuthed
     | UserConnect
@@ -129,4 +142,5 @@ Event = (
     | TimerFired
     | QueuedRestored
     | ConversationRestored
+    | AccountChanged
 )

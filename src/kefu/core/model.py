@@ -44,6 +44,7 @@ class Hangup(StrEnum):
 
     IDLE = "idle"  # the user said nothing through the idle timeout and its grace
     KICKOUT = "kickout"  # the same waiter signed in on another socket
+    REVOKED = "revoked"  # the account was disabled, erased or logged out (the admin API)
 
 
 class TimerKind(StrEnum):

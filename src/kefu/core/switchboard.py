@@ -20,6 +20,9 @@ Rules (protocol sections 4-6 and 10):
   user keeps its place but is not assigned until it returns.
 * Idle: a user socket that sends nothing for `idle_timeout` gets `idle`, and
   `idle_grace` later is disconnected and closed (1000).
+* An account changed by the admin API (`AccountChanged`) is forgotten by
+  every node; one disabled, erased or logged out loses its sockets at once
+  (`Hangup.REVOKED`) and is gone without a resume grace.
 """
 
 from __future__ import annotations
@@ -395,6 +398,44 @@ class Switchboard:
         self._assign()
         self._announce_queue()
 
+    # -- accounts changed outside the chat (the admin API) ---------------------
+    def _account_changed(self, ev: e.AccountChanged) -> None:
+        """Every node forgets the account; on `hang_up` its sockets close, and it is gone.
+
+        Gone at once, without the resume grace: a disabled user leaves the
+        queue or its conversation ends (the waiter hears `disconnected`); a
+        disabled waiter's users go back to the front of the queue.
+        """
+        account = ev.account_id
+        self._emit(c.Forget(account))
+        if not ev.hang_up:
+            return
+        for socket, (role, owner) in list(self._sockets.items()):
+            if owner != account:
+                continue
+            del self._sockets[socket]
+            if role is Role.USER:
+                self._idle_warned.pop(socket, None)
+                self._emit(c.CancelTimer(TimerKey.idle(socket)))
+            self._emit(c.Close(socket, Hangup.REVOKED))
+        user = self._users.get(account)
+        if user is not None:
+            holds = user.in_queue or user.conversation is not None
+            if user.socket is None and holds:  # its resume grace is running
+                self._emit(c.CancelTimer(TimerKey.user_grace(account)))
+            user.socket = None
+            user.sockets.clear()
+            if holds:
+                self._user_gone(user)
+            else:
+                del self._users[account]
+        waiter = self._waiters.get(account)
+        if waiter is not None:
+            if waiter.socket is None:  # its resume grace is running
+                self._emit(c.CancelTimer(TimerKey.waiter_grace(account)))
+            waiter.socket = None
+            self._waiter_gone(waiter)
+
     # -- rebuilding from storage ----------------------------------------------
     def _queued_restored(self, ev: e.QueuedRestored) -> None:
         user = self._restored_user(ev.profile)
@@ -628,4 +669,5 @@ _HANDLERS: dict[type, Callable[[Switchboard, object], None]] = {
     e.TimerFired: Switchboard._timer_fired,  # type: ignore[dict-item]
     e.QueuedRestored: Switchboard._queued_restored,  # type: ignore[dict-item]
     e.ConversationRestored: Switchboard._conversation_restored,  # type: ignore[dict-item]
+    e.AccountChanged: Switchboard._account_changed,  # type: ignore[dict-item]
 }

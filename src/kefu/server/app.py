@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
     node = Node(settings, store, IdGenerator(settings.node_id))
     mode = _cluster_member(node) if settings.broker_url else _one_node(node)
     accounts = Accounts(store, secret, lambda: node.ids())  # a cluster node's ids come late
+    node.on_forget = accounts.forget  # an account changed (the admin API): read it again
     history = History(node, store, mode.settled)
     gateway = Gateway(node, accounts, history)
     passwords = PasswordChecker(settings.password_workers, settings.password_queue)

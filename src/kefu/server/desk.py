@@ -32,7 +32,7 @@ from kefu.core.switchboard import Status, Switchboard
 from kefu.protocol import codes
 from kefu.protocol.out import encode
 from kefu.server.metrics import Metrics
-from kefu.server.orders import CloseSocket, Deliver, IdleAt, Pair, Unpair
+from kefu.server.orders import CloseSocket, Deliver, ForgetAccount, IdleAt, Pair, Unpair
 from kefu.server.placement import Placement
 from kefu.settings import Settings
 from kefu.store.base import Store
@@ -139,6 +139,8 @@ class Desk:
                     placement.pair(Pair(cid, user_id, user_socket, waiter_id, waiter_socket))
                 case c.Unroute(cid):
                     placement.unpair(Unpair(cid))
+                case c.Forget(account_id):
+                    placement.broadcast(ForgetAccount(account_id))
                 case c.StartTimer(key, at):
                     if key.kind is TimerKind.IDLE:
                         placement.idle(IdleAt(key.subject, at))

@@ -26,7 +26,15 @@ from kefu.protocol import codes
 from kefu.protocol.out import encode
 from kefu.server.connections import Connection, Registry
 from kefu.server.metrics import Metrics
-from kefu.server.orders import CloseSocket, Deliver, IdleAt, Order, Pair, Unpair
+from kefu.server.orders import (
+    CloseSocket,
+    Deliver,
+    ForgetAccount,
+    IdleAt,
+    Order,
+    Pair,
+    Unpair,
+)
 from kefu.server.routes import RouteEntry, RouteTable
 from kefu.settings import Settings
 from kefu.store.base import Appended, NewMessage, Store
@@ -41,6 +49,10 @@ def _not_started(event: e.Event, op_id: str | None) -> None:
     raise RuntimeError("the node is not connected to a desk yet")
 
 
+def _ignore(account_id: str) -> None:
+    pass
+
+
 class Node:
     def __init__(self, settings: Settings, store: Store, ids: IdGenerator) -> None:
         self.settings = settings
@@ -50,6 +62,7 @@ class Node:
         self.routes = RouteTable()
         self.submit: Submit = _not_started  # the desk's door: set by the deployment's mode
         self.remote: RemoteDelivery | None = None  # a cluster: frames for other nodes' sockets
+        self.on_forget: Callable[[str], None] = _ignore  # an account changed: the app's cache
         self._idle: dict[str, asyncio.TimerHandle] = {}
         self.metrics = Metrics()  # what /metrics reports (`server/metrics.py`)
         self._ack_starts = self.metrics.ack_starts
@@ -89,6 +102,8 @@ class Node:
                 self.routes.drop(conversation_id)
             case IdleAt(socket, at):
                 self._idle_at(socket, at)
+            case ForgetAccount(account_id):
+                self.on_forget(account_id)
 
     def reaches(self, socket: str) -> bool:
         return self.connections.get(socket) is not None

@@ -69,7 +69,23 @@ class Rebuilt(Struct, tag="rebuilt", array_like=True):
     conversations: list[str]
 
 
-Order = Deliver | CloseSocket | Pair | Unpair | IdleAt | Settled | AskInventory | Rebuilt
+class ForgetAccount(Struct, tag="forget", array_like=True):
+    """Drop the node's cached copy of an account (it changed): every node gets it."""
+
+    account_id: str
+
+
+Order = (
+    Deliver
+    | CloseSocket
+    | Pair
+    | Unpair
+    | IdleAt
+    | Settled
+    | AskInventory
+    | Rebuilt
+    | ForgetAccount
+)
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_orders = msgspec.msgpack.Decoder(list[Order])

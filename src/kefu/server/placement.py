@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from kefu.server.node import Node
-from kefu.server.orders import CloseSocket, Deliver, IdleAt, Pair, Unpair
+from kefu.server.orders import CloseSocket, Deliver, ForgetAccount, IdleAt, Pair, Unpair
 
 
 class Placement(Protocol):
@@ -27,6 +27,9 @@ class Placement(Protocol):
         """Every node learns the route (its sockets' peers may be anywhere)."""
 
     def unpair(self, order: Unpair) -> None: ...
+
+    def broadcast(self, order: ForgetAccount) -> None:
+        """Every node carries it out (not only those holding a socket)."""
 
     def after_commit(self) -> None:
         """Orders given from now on wait until what was written so far is committed.
@@ -58,6 +61,9 @@ class LocalPlacement:
         self._node.apply(order)
 
     def unpair(self, order: Unpair) -> None:
+        self._node.apply(order)
+
+    def broadcast(self, order: ForgetAccount) -> None:
         self._node.apply(order)
 
     def after_commit(self) -> None:

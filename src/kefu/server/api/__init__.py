@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
 from kefu import __version__
-from kefu.server.api import docs_page, whoami
+from kefu.server.api import accounts, docs_page, whoami
 from kefu.server.api.auth import authenticate
 from kefu.server.api.context import ApiContext
 from kefu.server.api.errors import ERROR_RESPONSES, install
@@ -32,6 +32,7 @@ PREFIX = "/v1/api"
 # The API's resources: one line each.
 ROUTERS: list[APIRouter] = [
     whoami.router,
+    accounts.router,
 ]
 
 

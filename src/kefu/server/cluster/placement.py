@@ -21,6 +21,7 @@ from kefu.server.orders import (
     AskInventory,
     CloseSocket,
     Deliver,
+    ForgetAccount,
     IdleAt,
     Order,
     Pair,
@@ -89,6 +90,10 @@ class ClusterPlacement:
             self._to(node, order)
 
     def unpair(self, order: Unpair) -> None:
+        for node in self.nodes:
+            self._to(node, order)
+
+    def broadcast(self, order: ForgetAccount) -> None:
         for node in self.nodes:
             self._to(node, order)
 

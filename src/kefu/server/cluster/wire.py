@@ -45,6 +45,7 @@ EVENT_TYPES: dict[str, type] = {
         e.TimerFired,
         e.QueuedRestored,
         e.ConversationRestored,
+        e.AccountChanged,
     )
 }
 

@@ -46,7 +46,6 @@ from typing import Any
 
 import orjson
 import uvloop
-
 from loadgen import Env, Sock, proc_cpu
 
 BENCH = Path(__file__).resolve().parent

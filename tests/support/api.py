@@ -26,7 +26,7 @@ import pytest
 
 from support.client import Person, person
 from support.logscan import remember
-from support.servers import Server, run_kefu
+from support.servers import run_kefu
 from support.services import create_database, drop_database
 
 PREFIX = "/v1/api"
@@ -49,8 +49,8 @@ def user_token(role: str = "user") -> str:
     return person(role).token(iat=time.time())
 
 
-def create_key(srv: Server, name: str | None = None, read_only: bool = False) -> str:
-    """A new API key on `srv`'s database, made with the CLI as an operator would."""
+def create_key(srv: Any, name: str | None = None, read_only: bool = False) -> str:
+    """A new API key on the database of `srv` (a `Server` or a cluster node), by the CLI."""
     name = name or f"key-{uuid.uuid4().hex[:8]}"
     args = ["api-keys", "create", name, *(["--read-only"] if read_only else [])]
     proc = run_kefu(args, srv.env, srv.data_dir)

@@ -98,15 +98,20 @@ def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
     # and 0006's api_keys table (its accounts columns and index are in `accounts`)
     keys = [d for d in diff if _table_of(d) == "api_keys"]
     assert [d[0] for d in keys] == ["add_table"]
-    # and 0007's queue_exits table (with its index)
-    exits = [d for d in diff if _table_of(d) == "queue_exits"]
-    assert sorted(d[0] for d in exits) == ["add_index", "add_table"]
+    # and 0007's queue_exits table (with its index) and conversations index
+    exits = [d for d in diff if _table_of(d) in ("queue_exits", "conversations")]
+    assert sorted((d[0], _table_of(d)) for d in exits) == [
+        ("add_index", "conversations"),
+        ("add_index", "queue_exits"),
+        ("add_table", "queue_exits"),
+    ]
     assert {_table_of(d) for d in diff} == {
         "messages",
         "accounts",
         "leader_epoch",
         "api_keys",
         "queue_exits",
+        "conversations",
     }
     assert len(indexes) + len(columns) + len(accounts) + len(epoch) + len(keys) + len(exits) == len(
         diff

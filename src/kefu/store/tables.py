@@ -100,6 +100,7 @@ conversations = Table(
     Index("ix_conversations_user_id_opened_at", "user_id", "opened_at"),
     Index("ix_conversations_waiter_id_opened_at", "waiter_id", "opened_at"),
     Index("ix_conversations_closed_at", "closed_at"),
+    Index("ix_conversations_opened_at_id", "opened_at", "id"),  # the admin API (0007)
 )
 
 # Queue order is (queued_at, seq). `seq` is set on insert to max(seq) + 1 by the

@@ -1,4 +1,4 @@
-"""queue_exits: every departure from the queue, served or not
+"""queue_exits: every departure from the queue, served or not; conversations by opening
 
 Revision ID: 0007
 Revises: 0006
@@ -14,6 +14,10 @@ bounds a range), and retention purges old rows by `left_at`.
 
 No primary key: a user served, requeued in its old place and served again
 leaves two rows with the same `queued_at`, and nothing reads one row alone.
+
+`ix_conversations_opened_at_id`: the admin API lists conversations newest
+first by (opened_at, id), page by page, and its statistics and the export
+read a range of opening times; without it each page sorted the whole table.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("queue_exits") as batch:
         batch.create_index("ix_queue_exits_left_at", ["left_at"])
+    with op.batch_alter_table("conversations") as batch:
+        batch.create_index("ix_conversations_opened_at_id", ["opened_at", "id"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("conversations") as batch:
+        batch.drop_index("ix_conversations_opened_at_id")
     with op.batch_alter_table("queue_exits") as batch:
         batch.drop_index("ix_queue_exits_left_at")
     op.drop_table("queue_exits")

@@ -9,7 +9,8 @@
 
 import { newOpId } from "./dom.js";
 
-const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
+const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000];
+const MIN_DELAY_MS = 100;
 const AUTH_FAILED = 999999;
 
 // Close codes (protocol section 10) after which we do not reconnect on our own.
@@ -17,6 +18,7 @@ const CLOSE_NORMAL = 1000;
 const CLOSE_POLICY = 1008;
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_KICKOUT = 4409;
+const CLOSE_REVOKED = 4403; // [ext] the account was disabled, signed out or erased
 
 export class KefuSocket {
   /**
@@ -194,6 +196,7 @@ export class KefuSocket {
       this.authed = false;
       const code = event.code;
       if (code === CLOSE_KICKOUT) this.stop("kickout", { code });
+      else if (code === CLOSE_REVOKED) this.stop("auth-failed", { code });
       else if (code === CLOSE_POLICY || code === CLOSE_TOO_BIG) this.stop("refused", { code });
       else if (code === CLOSE_NORMAL && this.sessions > 0) this.stop("ended", { code });
       else this._retry({ reason: "closed", code });
@@ -202,8 +205,10 @@ export class KefuSocket {
 
   _retry(info) {
     if (this.state === "stopped") return;
+    // Full jitter: after a server restart every page reconnects at once; spread over
+    // the whole step (not a few percent around it), they do not all land together.
     const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
-    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+    const delay = Math.round(MIN_DELAY_MS + Math.random() * base);
     this.attempt += 1;
     this._setState("waiting", { ...info, delay, at: Date.now() + delay });
     this.timer = setTimeout(() => this._open(), delay);

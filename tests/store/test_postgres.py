@@ -105,6 +105,14 @@ def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
         ("add_index", "queue_exits"),
         ("add_table", "queue_exits"),
     ]
+    # and 0008's webhook tables (the deliveries' three indexes)
+    hooks = [d for d in diff if str(_table_of(d)).startswith("webhook")]
+    assert sorted((d[0], _table_of(d)) for d in hooks) == [
+        *[("add_index", "webhook_deliveries")] * 3,
+        ("add_table", "webhook_deliveries"),
+        ("add_table", "webhook_outbox"),
+        ("add_table", "webhooks"),
+    ]
     assert {_table_of(d) for d in diff} == {
         "messages",
         "accounts",
@@ -112,10 +120,13 @@ def test_0002_downgrades_and_upgrades_on_postgres(fresh_db: str) -> None:
         "api_keys",
         "queue_exits",
         "conversations",
+        "webhooks",
+        "webhook_outbox",
+        "webhook_deliveries",
     }
-    assert len(indexes) + len(columns) + len(accounts) + len(epoch) + len(keys) + len(exits) == len(
-        diff
-    )
+    assert len(indexes) + len(columns) + len(accounts) + len(epoch) + len(keys) + len(exits) + len(
+        hooks
+    ) == len(diff)
     upgrade(fresh_db)
     assert _diff_and_version(fresh_db) == ([], head())
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     SmallInteger,
     String,
@@ -154,6 +155,77 @@ leader_epoch = Table(
     Column("id", SmallInteger, primary_key=True, autoincrement=False),
     Column("epoch", BigInteger, nullable=False),
     CheckConstraint("id = 1", name="one_row"),
+)
+
+
+# -- webhooks (migration 0008; `store/webhooks.py`, `store/outbox.py`) ----------------------
+# `events` is a JSON list of event names, or ["*"]; `secret` signs every delivery.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("events", Text, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The outbox: events written in the transaction of the change that caused them (the
+# writer's batch, or an account change), until the delivery worker fans them out into
+# `webhook_deliveries` and deletes them. `seq` is their order. One row holds a run of
+# consecutive messages of a batch (`ref`: their ids, comma-separated), so a batch of
+# messages costs one row; `ref` of a transfer is the conversation it continues.
+# `subject` is what events are ordered by (a user, an account); NULL for events of a
+# conversation, whose user it is. SQLite: INTEGER PRIMARY KEY AUTOINCREMENT (never reused).
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("event", String(32), nullable=False),
+    Column("subject", String(64), nullable=True),
+    Column("conversation_id", String(20), nullable=True),
+    Column("ref", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("data", Text, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# One event to one webhook. Per (webhook, subject) one delivery at a time is `pending`
+# (tried when `next_at` comes), the later ones `waiting` behind it in `seq` order; when
+# it is `delivered` or `failed` the next is made pending (`store/webhooks.py`). `body`
+# is the JSON sent (cleared once final). `seq`: the outbox row's seq * 2**16 + the
+# event's place in that row.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("webhook_id", String(20), ForeignKey("webhooks.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("body", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", BigInteger, nullable=True),
+    Column("last_status", SmallInteger, nullable=True),  # HTTP status of the last attempt
+    Column("last_error", String(256), nullable=True),  # or why it got none
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_attempt_at", BigInteger, nullable=True),
+    Column("finished_at", BigInteger, nullable=True),  # delivered or failed
+    Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),  # the API's listing
+    Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),  # what is due
+    Index(  # the head of a subject, and what waits behind it
+        "ix_webhook_deliveries_webhook_id_subject_status_seq",
+        "webhook_id",
+        "subject",
+        "status",
+        "seq",
+    ),
 )
 
 

@@ -85,7 +85,7 @@ class PostgresHarness:
         return in_thread(run)
 
     def reset(self) -> None:
-        self._sql("TRUNCATE messages, queue_entries, conversations, accounts")
+        self._sql("TRUNCATE messages, queue_entries, queue_exits, conversations, accounts")
         self._sql("UPDATE leader_epoch SET epoch = 0")  # as migration 0005 left it
 
     def count(self, table: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kefu.core.model import CloseReason, Hangup, TimerKey
@@ -36,7 +36,17 @@ class Enqueue:
 
 @dataclass(frozen=True, slots=True)
 class Dequeue:
+    """Delete the user's queue entry, and record its departure (the `queue_exits` table).
+
+    `served`: a waiter took the user (else it left while queued); `left_at`:
+    when, on the switchboard's clock (None records no departure). Both are
+    facts for the statistics that do not change what the record does to the
+    queue, so a `Dequeue` is still equal to another of the same user.
+    """
+
     user_id: str
+    served: bool = field(default=False, compare=False)
+    left_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,35 @@ class Status:
     matchers: dict[str, list[str]]
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedRow:
+    """A queued user, as `Switchboard.live` lists it."""
+
+    user: Profile
+    queued_at: float  # its arrival: kept when it went back to the queue
+    attached: bool  # a socket holds its place (else it is within its resume grace)
+
+
+@dataclass(frozen=True, slots=True)
+class WaiterRow:
+    """A waiter the desk knows (attached, or within its resume grace)."""
+
+    waiter: Profile
+    ready: bool
+    attached: bool
+    load: int  # the conversations it holds
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """The desk at one moment: the queue in order (its head if limited) and the waiters."""
+
+    queue: list[QueuedRow]
+    queued: int  # every queued user, shown or not
+    waiters: list[WaiterRow]  # by username, then id
+
+
 class Switchboard:
     """All desk state of one deployment; one instance per leader."""
 
@@ -157,6 +186,21 @@ class Switchboard:
 
     def account_of(self, socket: str) -> tuple[Role, str] | None:
         return self._sockets.get(socket)
+
+    def live(self, limit: int | None = None) -> Live:
+        """The queue in order (its first `limit` users, if given) and every waiter."""
+        head = self._queue if limit is None else self._queue[: max(0, limit)]
+        queue = []
+        for queued_at, _, uid in head:
+            user = self._users[uid]
+            queue.append(QueuedRow(user.profile, queued_at, user.socket is not None))
+        waiters = [
+            WaiterRow(w.profile, w.ready, w.socket is not None, len(w.users), self.capacity)
+            for w in sorted(
+                self._waiters.values(), key=lambda w: (w.profile.username, w.profile.id)
+            )
+        ]
+        return Live(queue, len(self._queue), waiters)
 
     # -- user events ----------------------------------------------------------
     def _user_authed(self, ev: e.UserAuthed) -> None:
@@ -489,7 +533,7 @@ class Switchboard:
 
     def _open(self, user: _User, waiter: _Waiter) -> None:
         if user.in_queue:
-            self._dequeue(user)
+            self._dequeue(user, served=True)
         conv = _Conversation(self._new_id(), user.profile.id, waiter.profile.id, self._now)
         user.conversation = conv
         waiter.users.append(user.profile.id)
@@ -578,12 +622,12 @@ class Switchboard:
         self._seq += 1
         return self._seq
 
-    def _dequeue(self, user: _User) -> None:
+    def _dequeue(self, user: _User, *, served: bool = False) -> None:
         assert user.queued_at is not None
         self._queue.remove((user.queued_at, user.seq, user.profile.id))
         user.in_queue = False
         self._announced.pop(user.profile.id, None)
-        self._emit(c.Dequeue(user.profile.id))
+        self._emit(c.Dequeue(user.profile.id, served, self._now))
 
     def _location(self, user_id: str) -> int:
         for i, (_, _, uid) in enumerate(self._queue):

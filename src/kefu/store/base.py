@@ -31,6 +31,14 @@ from typing import Any, Protocol
 
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.core.model import AccountKind, Profile, Role
+from kefu.store.records import (
+    ConversationFilter,
+    ConversationRecord,
+    MessageRecord,
+    Purged,
+    QueuedRecord,
+    StatsRows,
+)
 
 LifecycleWrite = Enqueue | Dequeue | OpenConversation | CloseConversation
 
@@ -364,3 +372,36 @@ class Store(Protocol):
         """Messages of a conversation with id > after_id, oldest first (resume replay)."""
 
     async def load_open_state(self) -> OpenState: ...
+
+    # -- records for the admin API, the export and retention (`reports.Reports`) -----------
+    async def list_conversations(
+        self,
+        where: ConversationFilter,
+        after: tuple[int, str] | None,
+        limit: int,
+        *,
+        oldest_first: bool = False,
+    ) -> list[ConversationRecord]:
+        """By (opened_at, id), newest first unless `oldest_first`; after (opened_at µs, id)."""
+
+    async def list_queued(
+        self, where: ConversationFilter, after: tuple[int, int] | None, limit: int
+    ) -> list[QueuedRecord]:
+        """Queue entries in queue order, after (queued_at µs, seq)."""
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """One conversation with its message count."""
+
+    async def conversation_messages(
+        self, conversation_id: str, after: str | None, limit: int
+    ) -> list[MessageRecord]:
+        """A conversation's messages by id, after the id `after`."""
+
+    async def stats_rows(self, since: float, until: float) -> StatsRows:
+        """The rows the statistics of [since, until) come from (`record_queries.stats_rows`)."""
+
+    async def purge_batch(
+        self, before: float, *, conversations_max: int = 500, messages_max: int = 5000
+    ) -> Purged:
+        """One short transaction of retention: closed conversations (and departures) older
+        than `before` (`record_queries.purge_batch`); `Purged()` once nothing is left."""

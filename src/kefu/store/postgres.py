@@ -59,6 +59,7 @@ from kefu.store.base import (
     StoreUnavailable,
 )
 from kefu.store.edge import StoreEdge
+from kefu.store.reports import Reports
 from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import (
     AsyncWriter,
@@ -90,6 +91,12 @@ _ENQUEUE = (
     " ON CONFLICT (user_id) DO UPDATE SET queued_at = excluded.queued_at, seq = excluded.seq"
 )
 _DEQUEUE = "DELETE FROM queue_entries WHERE user_id = $1"
+# a departure from the queue (`Dequeue.left_at`), recorded from the entry it deletes
+_DEQUEUE_EXIT = (
+    "WITH gone AS (DELETE FROM queue_entries WHERE user_id = $1 RETURNING user_id, queued_at)"
+    " INSERT INTO queue_exits (user_id, queued_at, left_at, served)"
+    " SELECT user_id, queued_at, $2, $3 FROM gone"
+)
 _OPEN = (
     "INSERT INTO conversations (id, user_id, waiter_id, opened_at, queued_at)"
     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING"
@@ -257,8 +264,11 @@ class PgBackend:
         match op:
             case Enqueue(user_id, queued_at):
                 await conn.execute(_ENQUEUE, user_id, to_us(queued_at))
-            case Dequeue(user_id):
-                await conn.execute(_DEQUEUE, user_id)
+            case Dequeue(user_id, served, left_at):
+                if left_at is None:
+                    await conn.execute(_DEQUEUE, user_id)
+                else:
+                    await conn.execute(_DEQUEUE_EXIT, user_id, to_us(left_at), served)
             case OpenConversation(cid, user_id, waiter_id, opened_at, queued_at):
                 queued = None if queued_at is None else to_us(queued_at)
                 await conn.execute(_OPEN, cid, user_id, waiter_id, to_us(opened_at), queued)
@@ -280,7 +290,7 @@ class PgBackend:
         return None
 
 
-class PostgresStore(AdminQueries, StoreEdge):
+class PostgresStore(AdminQueries, Reports, StoreEdge):
     """The `Store` protocol on PostgreSQL (see the module docstring for limits)."""
 
     def __init__(

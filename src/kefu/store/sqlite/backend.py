@@ -58,6 +58,11 @@ _ENQUEUE = (
     " ON CONFLICT (user_id) DO UPDATE SET queued_at = excluded.queued_at, seq = excluded.seq"
 )
 _DEQUEUE = "DELETE FROM queue_entries WHERE user_id = ?"
+# a departure from the queue (`Dequeue.left_at`), recorded from the entry it deletes
+_QUEUE_EXIT = (
+    "INSERT INTO queue_exits (user_id, queued_at, left_at, served)"
+    " SELECT user_id, queued_at, ?, ? FROM queue_entries WHERE user_id = ?"
+)
 _UPSERT_ACCOUNT = (
     "INSERT INTO accounts (id, username, role, nickname, avatar, password_hash, created_at,"
     " kind, external_id) VALUES (?, ?, ?, ?, ?, NULL, ?, 'external', ?)"
@@ -308,6 +313,8 @@ class SqliteBackend:
 
     def _dequeue(self, r: Dequeue) -> None:
         assert self._cur is not None
+        if r.left_at is not None:
+            self._cur.execute(_QUEUE_EXIT, (to_us(r.left_at), r.served, r.user_id))
         self._cur.execute(_DEQUEUE, (r.user_id,))
 
     def _open(self, r: OpenConversation) -> None:

@@ -57,6 +57,7 @@ from kefu.store.base import (
     StoreError,
 )
 from kefu.store.edge import StoreEdge
+from kefu.store.reports import Reports
 from kefu.store.sqlite.backend import SqliteBackend, sqlite_path
 from kefu.store.sqlite.checkpointer import Checkpointer
 from kefu.store.sqlite.checkpoints import AutoCheckpoints, Checkpoints, CheckpointStats
@@ -69,7 +70,7 @@ T = TypeVar("T")
 DRIVER_ERRORS = (sqlite3.Error, SQLAlchemyError)
 
 
-class SqliteStore(AdminQueries, StoreEdge):
+class SqliteStore(AdminQueries, Reports, StoreEdge):
     """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
 
     def __init__(

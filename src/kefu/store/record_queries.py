@@ -1,0 +1,311 @@
+"""The SQL of the admin side's reads and of retention, in portable SQLAlchemy Core.
+
+Like `queries.py`, every function takes a synchronous `Connection` (SQLite
+runs them in a worker thread, PostgreSQL through `run_sync`) and returns the
+dataclasses of `records.py`. None of this is on the message path.
+
+Orders and indexes:
+
+* conversations newest first by (opened_at, id): `ix_conversations_opened_at_id`,
+  or the user's / waiter's (…, opened_at) index when filtered by one;
+* queue entries in queue order (queued_at, seq): `ix_queue_entries_queued_at_seq`;
+* a conversation's messages by id (time order): `ix_messages_conversation_id_id`;
+* departures from the queue by `left_at`: `ix_queue_exits_left_at`;
+* purges take the oldest closed conversations first: `ix_conversations_closed_at`.
+
+Limits: pages are clamped to 1..`MAX_PAGE` rows. `stats_rows` reads every row
+of its range (the caller bounds the range). A purge batch deletes at most
+`conversations` conversations and `messages` messages in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, FromClause, Select, and_, func, or_, select, true
+from sqlalchemy.engine import RowMapping
+
+from kefu.core.model import Profile
+from kefu.store.records import (
+    ConversationFilter,
+    ConversationRecord,
+    MessageRecord,
+    Purged,
+    QueuedRecord,
+    StatsRows,
+)
+from kefu.store.tables import (
+    accounts,
+    conversations,
+    from_us,
+    messages,
+    queue_entries,
+    queue_exits,
+    to_us,
+)
+
+MAX_PAGE = 1000
+_PROFILE = ("id", "username", "nickname", "avatar")
+
+
+def _clamp(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE))
+
+
+def _cols(alias: FromClause, prefix: str) -> list[Any]:
+    return [alias.c[name].label(f"{prefix}_{name}") for name in _PROFILE]
+
+
+def _profile(row: RowMapping, prefix: str, fallback_id: str) -> Profile:
+    """The profile of a joined account; an account that is not there is named by its id."""
+    if row[f"{prefix}_id"] is None:
+        return Profile(id=fallback_id, username=fallback_id)
+    return Profile(
+        id=row[f"{prefix}_id"],
+        username=row[f"{prefix}_username"],
+        nickname=row[f"{prefix}_nickname"],
+        avatar=row[f"{prefix}_avatar"] or "",
+    )
+
+
+def _seconds(us: int | None) -> float | None:
+    return None if us is None else from_us(us)
+
+
+# -- conversations ---------------------------------------------------------------------
+def _conversations_query(extra: list[Any] | None = None) -> Select[Any]:
+    c = conversations
+    u, w = accounts.alias("u"), accounts.alias("w")
+    return select(c, *_cols(u, "u"), *_cols(w, "w"), *(extra or [])).select_from(
+        c.outerjoin(u, u.c.id == c.c.user_id).outerjoin(w, w.c.id == c.c.waiter_id)
+    )
+
+
+def _conversation(row: RowMapping, count: int | None = None) -> ConversationRecord:
+    return ConversationRecord(
+        id=row["id"],
+        user=_profile(row, "u", row["user_id"]),
+        waiter=_profile(row, "w", row["waiter_id"]),
+        opened_at=from_us(row["opened_at"]),
+        queued_at=_seconds(row["queued_at"]),
+        closed_at=_seconds(row["closed_at"]),
+        close_reason=row["close_reason"],
+        rate=row["rate"],
+        messages=count,
+    )
+
+
+def list_conversations(
+    conn: Connection,
+    where: ConversationFilter,
+    after: tuple[int, str] | None,
+    limit: int,
+    *,
+    oldest_first: bool = False,
+) -> list[ConversationRecord]:
+    """Conversations by (opened_at, id), newest first unless `oldest_first`.
+
+    `after` is the (opened_at in microseconds, id) of the last one shown.
+    `where.state` may be open or closed (queued users are `list_queued`).
+    """
+    c = conversations
+    query = _conversations_query()
+    if where.state is not None:
+        closed = c.c.closed_at.is_(None)
+        query = query.where(~closed if where.state == "closed" else closed)
+    if where.user_id is not None:
+        query = query.where(c.c.user_id == where.user_id)
+    if where.waiter_id is not None:
+        query = query.where(c.c.waiter_id == where.waiter_id)
+    if where.since is not None:
+        query = query.where(c.c.opened_at >= to_us(where.since))
+    if where.until is not None:
+        query = query.where(c.c.opened_at < to_us(where.until))
+    if after is not None:
+        at, cid = after
+        if oldest_first:
+            query = query.where(or_(c.c.opened_at > at, and_(c.c.opened_at == at, c.c.id > cid)))
+        else:
+            query = query.where(or_(c.c.opened_at < at, and_(c.c.opened_at == at, c.c.id < cid)))
+    order = (c.c.opened_at, c.c.id) if oldest_first else (c.c.opened_at.desc(), c.c.id.desc())
+    query = query.order_by(*order).limit(_clamp(limit))
+    return [_conversation(row) for row in conn.execute(query).mappings()]
+
+
+def get_conversation(conn: Connection, conversation_id: str) -> ConversationRecord | None:
+    """One conversation with its message count; None if there is none with that id."""
+    count = (
+        select(func.count())
+        .select_from(messages)
+        .where(messages.c.conversation_id == conversations.c.id)
+        .scalar_subquery()
+        .label("message_count")
+    )
+    query = _conversations_query([count]).where(conversations.c.id == conversation_id)
+    row = conn.execute(query).mappings().first()
+    return None if row is None else _conversation(row, int(row["message_count"]))
+
+
+def list_queued(
+    conn: Connection, where: ConversationFilter, after: tuple[int, int] | None, limit: int
+) -> list[QueuedRecord]:
+    """Queue entries in queue order, after (queued_at in microseconds, seq) if given.
+
+    `where.since` / `until` bound the arrival; a `waiter_id` matches none (a
+    queued user has no waiter yet).
+    """
+    if where.waiter_id is not None:
+        return []
+    q = queue_entries
+    u = accounts.alias("u")
+    query = select(q, *_cols(u, "u")).select_from(q.outerjoin(u, u.c.id == q.c.user_id))
+    if where.user_id is not None:
+        query = query.where(q.c.user_id == where.user_id)
+    if where.since is not None:
+        query = query.where(q.c.queued_at >= to_us(where.since))
+    if where.until is not None:
+        query = query.where(q.c.queued_at < to_us(where.until))
+    if after is not None:
+        at, seq = after
+        query = query.where(or_(q.c.queued_at > at, and_(q.c.queued_at == at, q.c.seq > seq)))
+    query = query.order_by(q.c.queued_at, q.c.seq).limit(_clamp(limit))
+    return [
+        QueuedRecord(_profile(row, "u", row["user_id"]), from_us(row["queued_at"]), row["seq"])
+        for row in conn.execute(query).mappings()
+    ]
+
+
+def conversation_messages(
+    conn: Connection, conversation_id: str, after: str | None, limit: int
+) -> list[MessageRecord]:
+    """A conversation's messages in order (by id), those after the id `after`."""
+    m = messages
+    s = accounts.alias("s")
+    query = (
+        select(m, *_cols(s, "s"))
+        .select_from(m.outerjoin(s, s.c.id == m.c.sender_id))
+        .where(m.c.conversation_id == conversation_id)
+    )
+    if after is not None:
+        query = query.where(m.c.id > after)
+    query = query.order_by(m.c.id).limit(_clamp(limit))
+    return [
+        MessageRecord(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            type=row["type"],
+            sender=_profile(row, "s", row["sender_id"]),
+            receiver_id=row["receiver_id"],
+            payload=json.loads(row["payload"]),
+            created=from_us(row["created_at"]),
+        )
+        for row in conn.execute(query).mappings()
+    ]
+
+
+# -- statistics --------------------------------------------------------------------------
+def stats_rows(conn: Connection, since: float, until: float) -> StatsRows:
+    """What the statistics of [since, until) are computed from.
+
+    Conversations opened in the range: their count and ratings (by stars),
+    their handling times (closed ones: closed - opened) and times to first
+    reply (the waiter's first message - opened, for those it wrote in).
+    Departures from the queue in the range: served or left, and the waits
+    of those served (left - queued: from the user's arrival, which a user
+    sent back to the queue keeps).
+    """
+    c, m, x = conversations, messages, queue_exits
+    lo, hi = to_us(since), to_us(until)
+    opened = and_(c.c.opened_at >= lo, c.c.opened_at < hi)
+    ratings: dict[int, int] = {}
+    total = 0
+    for rate, n in conn.execute(select(c.c.rate, func.count()).where(opened).group_by(c.c.rate)):
+        total += n
+        if rate is not None:
+            ratings[int(rate)] = int(n)
+    handling = conn.execute(
+        select(c.c.closed_at - c.c.opened_at).where(opened, c.c.closed_at.is_not(None))
+    ).scalars()
+    first = (
+        select(func.min(m.c.created_at))
+        .where(m.c.conversation_id == c.c.id, m.c.sender_id == c.c.waiter_id)
+        .scalar_subquery()
+    )
+    firsts = select((first - c.c.opened_at).label("reply")).where(opened).subquery()
+    replies = conn.execute(select(firsts.c.reply).where(firsts.c.reply.is_not(None))).scalars()
+    left_in = and_(x.c.left_at >= lo, x.c.left_at < hi)
+    served = left = 0
+    for was_served, n in conn.execute(
+        select(x.c.served, func.count()).where(left_in).group_by(x.c.served)
+    ):
+        if was_served:
+            served += int(n)
+        else:
+            left += int(n)
+    waits = conn.execute(
+        select(x.c.left_at - x.c.queued_at).where(left_in, x.c.served == true())
+    ).scalars()
+    return StatsRows(
+        conversations=total,
+        served=served,
+        left=left,
+        waits=[from_us(us) for us in waits],
+        first_replies=[from_us(us) for us in replies],
+        handling=[from_us(us) for us in handling],
+        ratings=ratings,
+    )
+
+
+# -- retention -------------------------------------------------------------------------------
+def purge_batch(
+    conn: Connection, before: float, *, conversations_max: int = 500, messages_max: int = 5000
+) -> Purged:
+    """Delete one batch of what retention drops; commits. `Purged()` when nothing is left.
+
+    The oldest closed conversations closed before `before` (at most
+    `conversations_max`) lose their messages, at most `messages_max` of them
+    in this transaction; once they have none left, the conversations go.
+    When no such conversation is left, departures from the queue older than
+    `before` go, about `messages_max` of them (all those at the last
+    `left_at` taken). Each call is one short transaction, so the chat's
+    writer never waits long for the database.
+    """
+    c, m, x = conversations, messages, queue_exits
+    cutoff = to_us(before)
+    with conn.begin():
+        ids = list(
+            conn.execute(
+                select(c.c.id)
+                .where(c.c.closed_at < cutoff)
+                .order_by(c.c.closed_at)
+                .limit(max(1, conversations_max))
+            ).scalars()
+        )
+        if ids:
+            doomed = select(m.c.id).where(m.c.conversation_id.in_(ids)).limit(max(1, messages_max))
+            gone = conn.execute(m.delete().where(m.c.id.in_(doomed.scalar_subquery()))).rowcount
+            if gone >= messages_max:  # maybe more: the conversations go in a later batch
+                return Purged(messages=gone)
+            dropped = conn.execute(c.delete().where(c.c.id.in_(ids))).rowcount
+            return Purged(conversations=dropped, messages=gone)
+        last = conn.execute(
+            select(x.c.left_at)
+            .where(x.c.left_at < cutoff)
+            .order_by(x.c.left_at)
+            .offset(max(1, messages_max) - 1)
+            .limit(1)
+        ).scalar()
+        bound = x.c.left_at < cutoff if last is None else x.c.left_at <= last
+        return Purged(queue_exits=conn.execute(x.delete().where(bound)).rowcount)
+
+
+__all__ = [
+    "MAX_PAGE",
+    "conversation_messages",
+    "get_conversation",
+    "list_conversations",
+    "list_queued",
+    "purge_batch",
+    "stats_rows",
+]

@@ -10,38 +10,26 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kefu.cli_tools import CliTools
+
 if TYPE_CHECKING:
-    from kefu.settings import Settings
     from kefu.store.base import ApiKey, Store
 
-T = TypeVar("T")
 USAGE = 2
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-class Runner(Protocol):
-    def __call__(self, settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T: ...
-
-
-@dataclass(frozen=True)
-class CliTools:
-    """What the admin commands borrow from `kefu.cli`."""
-
-    settings: Callable[[], Settings]
-    run: Runner  # migrate, then run work(store) with a started store
-    fail: Callable[[str, int], NoReturn]
 
 
 def register(app: typer.Typer, users: typer.Typer, tools: CliTools) -> None:
     """Add `api-keys` to `app` and the account lifecycle commands to `users`."""
     app.add_typer(_api_keys(tools), name="api-keys")
+    from kefu.admin_users import register_users
+
+    register_users(users, tools)
 
 
 # -- api-keys ---------------------------------------------------------------------------------
@@ -130,3 +118,6 @@ def _table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+__all__ = ["CliTools", "register"]

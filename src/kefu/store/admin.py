@@ -53,3 +53,6 @@ class AdminQueries:
 
     async def touch_api_key(self, key_id: str, now: float) -> None:
         await self._run(queries.touch_api_key, key_id, now)
+
+    async def delete_api_key(self, key_id: str) -> None:
+        await self._run(queries.delete_api_key, key_id)

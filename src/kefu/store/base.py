@@ -348,6 +348,9 @@ class Store(Protocol):
     async def touch_api_key(self, key_id: str, now: float) -> None:
         """Note that the key was used at `now`."""
 
+    async def delete_api_key(self, key_id: str) -> None:
+        """Remove a key altogether (the command line's own short-lived keys)."""
+
     # -- reads --------------------------------------------------------------
     async def history(
         self, user_id: str, before: str | None = None, limit: int = 100

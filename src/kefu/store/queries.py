@@ -346,6 +346,11 @@ def touch_api_key(conn: Connection, key_id: str, now: float) -> None:
         )
 
 
+def delete_api_key(conn: Connection, key_id: str) -> None:
+    with conn.begin():
+        conn.execute(api_keys.delete().where(api_keys.c.id == key_id))
+
+
 # -- messages -------------------------------------------------------------
 def _entries(conn: Connection, query: Select[Any]) -> list[HistoryEntry]:
     """Run a query over a `messages` subquery `m`, adding both profiles."""
@@ -530,6 +535,7 @@ __all__ = [
     "api_key_by_hash",
     "create_account",
     "create_api_key",
+    "delete_api_key",
     "erase_account",
     "get_account",
     "get_account_by_username",

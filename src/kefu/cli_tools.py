@@ -1,0 +1,26 @@
+"""What the admin commands (`admin_cli`, `admin_users`) borrow from `kefu.cli`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from kefu.settings import Settings
+    from kefu.store.base import Store
+
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    def __call__(self, settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T: ...
+
+
+@dataclass(frozen=True)
+class CliTools:
+    """What the admin commands borrow from `kefu.cli`."""
+
+    settings: Callable[[], Settings]
+    run: Runner  # migrate, then run work(store) with a started store
+    fail: Callable[[str, int], NoReturn]

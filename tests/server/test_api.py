@@ -7,7 +7,6 @@ page served without any other site, and pagination's cursor checks.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -143,7 +142,5 @@ async def test_a_socket_and_the_api_share_the_server(srv: Server) -> None:
     await waiter.expect("new_connection")
     async with api(srv, create_key(srv)) as http:
         assert (await http.get("/whoami")).status_code == 200
-    started = time.monotonic()
     await user.send_text("still here")
     await waiter.expect("message_text")
-    assert time.monotonic() - started < 10

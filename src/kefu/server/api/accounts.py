@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kefu.core.events import AccountChanged
 from kefu.core.model import AccountKind, Role
@@ -116,15 +116,15 @@ class AccountIn(BaseModel):
 
 
 class AccountPatch(BaseModel):
-    """What to change; a field left out stays as it is (`nickname: null` clears it)."""
+    """What to change; a field left out stays as it is. Only `nickname` may be null (clears it)."""
 
     model_config = ConfigDict(extra="forbid")
 
     nickname: str | None = Field(default=None, max_length=128)
-    avatar: str = Field(default="", max_length=MAX_AVATAR_CHARS)
-    password: str = Field(default="", min_length=8, max_length=1024)
-    role: Role = Role.USER
-    disabled: bool = False
+    avatar: str | None = Field(default=None, max_length=MAX_AVATAR_CHARS)
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    role: Role | None = None
+    disabled: bool | None = None
 
     @field_validator("nickname")
     @classmethod
@@ -133,8 +133,15 @@ class AccountPatch(BaseModel):
 
     @field_validator("avatar")
     @classmethod
-    def _check_avatar(cls, value: str) -> str:
-        return _avatar(value) or ""
+    def _check_avatar(cls, value: str | None) -> str | None:
+        return _avatar(value)
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> AccountPatch:
+        for name in ("avatar", "password", "role", "disabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null (leave it out to keep it)")
+        return self
 
 
 async def _found(ctx: ApiContext, account_id: str) -> Account:
@@ -211,10 +218,10 @@ async def change_account(
         )
     update = AccountUpdate(
         nickname=body.nickname if "nickname" in given else KEEP,
-        avatar=body.avatar if "avatar" in given else KEEP,
-        password_hash=await ctx.passwords.hash(body.password) if "password" in given else KEEP,
-        role=body.role if "role" in given else KEEP,
-        disabled_at=_disabled_at(ctx, account, body.disabled) if "disabled" in given else KEEP,
+        avatar=KEEP if body.avatar is None else body.avatar,
+        password_hash=KEEP if body.password is None else await ctx.passwords.hash(body.password),
+        role=KEEP if body.role is None else body.role,
+        disabled_at=KEEP if body.disabled is None else _disabled_at(ctx, account, body.disabled),
     )
     changed = await ctx.store.update_account(account_id, update)
     if changed is None:

@@ -85,7 +85,7 @@ def test_a_change_without_hang_up_only_forgets() -> None:
     connect(sb, 1, 1.0)
     before = (sb.queue(), sb.conversations(), sb.status())
     assert sb.handle(AccountChanged("u1"), 2.0) == [Forget("u1")]
-    assert sb.handle(AccountChanged("nobody", hang_up=True), 2.0) == [Forget("nobody")]
+    assert sb.handle(AccountChanged("nobody", hang_up=True), 2.0) == [Forget("nobody", True)]
     assert (sb.queue(), sb.conversations(), sb.status()) == before
 
 
@@ -96,7 +96,7 @@ def test_a_disabled_user_loses_every_socket_and_its_conversation() -> None:
     sb.handle(UserAuthed("us1b", user(1)), 2.0)  # a second tab
     connect(sb, 2, 3.0)  # queued behind
     assert sb.handle(AccountChanged("u1", hang_up=True), 10.0) == [
-        Forget("u1"),
+        Forget("u1", True),
         CancelTimer(TimerKey.idle("us1")),
         Close("us1", Hangup.REVOKED),
         CancelTimer(TimerKey.idle("us1b")),
@@ -120,7 +120,7 @@ def test_a_disabled_queued_user_leaves_the_queue_and_the_others_move_up() -> Non
         connect(sb, n, float(n))
     assert sb.queue() == ["u1", "u2", "u3"]
     assert sb.handle(AccountChanged("u1", hang_up=True), 5.0) == [
-        Forget("u1"),
+        Forget("u1", True),
         CancelTimer(TimerKey.idle("us1")),
         Close("us1", Hangup.REVOKED),
         Dequeue("u1"),
@@ -136,7 +136,7 @@ def test_a_disabled_waiters_users_go_back_to_the_front_without_a_grace() -> None
     connect(sb, 1, 1.0)
     connect(sb, 2, 2.0)
     out = sb.handle(AccountChanged("w1", hang_up=True), 5.0)
-    assert out[:2] == [Forget("w1"), Close("ws1", Hangup.REVOKED)]
+    assert out[:2] == [Forget("w1", True), Close("ws1", Hangup.REVOKED)]
     assert not any(isinstance(cmd, StartTimer) for cmd in out)  # no resume grace
     assert Send("us1", "disconnected", "ws1") in out
     assert Enqueue("u1", 1.0) in out and Enqueue("u2", 2.0) in out
@@ -154,13 +154,13 @@ def test_the_grace_of_a_dropped_user_or_waiter_does_not_keep_them() -> None:
     connect(sb, 2, 2.0)
     sb.handle(SocketClosed("us2"), 3.0)  # u2 keeps its place for 60 s
     assert sb.handle(AccountChanged("u2", hang_up=True), 4.0) == [
-        Forget("u2"),
+        Forget("u2", True),
         CancelTimer(TimerKey.user_grace("u2")),
         Dequeue("u2"),
     ]
     sb.handle(SocketClosed("ws1"), 5.0)  # w1 keeps u1 for 60 s
     out = sb.handle(AccountChanged("w1", hang_up=True), 6.0)
-    assert out[:2] == [Forget("w1"), CancelTimer(TimerKey.waiter_grace("w1"))]
+    assert out[:2] == [Forget("w1", True), CancelTimer(TimerKey.waiter_grace("w1"))]
     assert sb.queue() == ["u1"]  # at once, not after the grace
     assert sb.handle(TimerFired(TimerKey.waiter_grace("w1")), 70.0) == []
 
@@ -169,6 +169,6 @@ def test_a_restored_waiter_who_never_came_back_is_let_go() -> None:
     sb = board(resume_grace=60.0)
     sb.handle(ConversationRestored("c9", user(1), W1, 1.0, 1.0), 100.0)
     out = sb.handle(AccountChanged("w1", hang_up=True), 101.0)
-    assert out[:2] == [Forget("w1"), CancelTimer(TimerKey.waiter_grace("w1"))]
+    assert out[:2] == [Forget("w1", True), CancelTimer(TimerKey.waiter_grace("w1"))]
     assert CloseConversation("c9", CloseReason.WAITER_GONE, 101.0) in out
     assert sb.queue() == ["u1"]

@@ -103,9 +103,14 @@ class CancelTimer:
 
 @dataclass(frozen=True, slots=True)
 class Forget:
-    """Every node drops what it cached of the account (it changed; read it again)."""
+    """Every node drops what it cached of the account (it changed; read it again).
+
+    `hang_up`: each node also closes the account's sockets it holds, those the
+    switchboard closed and any whose `auth` it has not seen yet.
+    """
 
     account_id: str
+    hang_up: bool = False
 
 
 Command = (

@@ -451,7 +451,7 @@ class Switchboard:
         disabled waiter's users go back to the front of the queue.
         """
         account = ev.account_id
-        self._emit(c.Forget(account))
+        self._emit(c.Forget(account, ev.hang_up))
         if not ev.hang_up:
             return
         for socket, (role, owner) in list(self._sockets.items()):

@@ -16,6 +16,8 @@ from kefu.core.model import AccountKind
 from kefu.store.base import Account, AccountExists, Store
 from kefu.tokens import Claims, TokenError, Verifier
 
+FORGOTTEN_KEPT = 10_000
+
 
 def external_account(claims: Claims, known: Account | None, account_id: str) -> Account:
     """The external account host-token `claims` describe, keeping what they leave out."""
@@ -47,6 +49,10 @@ class Accounts:
         self.verify = Verifier(secret)  # token -> Claims, or TokenError
         self._local: dict[str, Account] = {}  # kefu id -> local account
         self._external: dict[str, Account] = {}  # host `sub` -> external account
+        # `forget` counts; account id -> the count when it was last forgotten. A store read
+        # that a forget of its account overtook is done again (it may predate the change).
+        self._forgets = 0
+        self._forgotten: dict[str, int] = {}
 
     def known(self, claims: Claims) -> Account | None:
         """The account `claims` name if it is cached, accepts them and they change nothing in it.
@@ -63,6 +69,10 @@ class Accounts:
 
     def forget(self, account_id: str) -> None:
         """Drop the cached account: it changed (the admin API); the next token reads it again."""
+        self._forgets += 1
+        if len(self._forgotten) >= FORGOTTEN_KEPT:
+            self._forgotten.clear()  # only reads in flight at this moment could miss it
+        self._forgotten[account_id] = self._forgets
         self._local.pop(account_id, None)
         subs = [sub for sub, account in self._external.items() if account.id == account_id]
         for sub in subs:
@@ -86,8 +96,16 @@ class Accounts:
             return account
         return await self._load_external(claims)
 
+    def _overtaken(self, account: Account | None, since: int) -> bool:
+        """True if `account` was forgotten after a read that started at count `since`."""
+        return account is not None and self._forgotten.get(account.id, 0) > since
+
     async def _load_local(self, account_id: str) -> Account:
-        account = self._local.get(account_id) or await self._store.get_account(account_id)
+        while True:
+            since = self._forgets
+            account = self._local.get(account_id) or await self._store.get_account(account_id)
+            if not self._overtaken(account, since):
+                break
         if account is None or account.kind is not AccountKind.LOCAL:
             raise TokenError("invalid token: no such account")
         self._local[account_id] = account
@@ -95,7 +113,11 @@ class Accounts:
 
     async def _load_external(self, claims: Claims) -> Account:
         sub = claims.sub
-        known = self._external.get(sub) or await self._store.get_external_account(sub)
+        while True:
+            since = self._forgets
+            known = self._external.get(sub) or await self._store.get_external_account(sub)
+            if not self._overtaken(known, since):
+                break
         if known is not None:
             self._external[sub] = known
             _check_accepts(known, claims)

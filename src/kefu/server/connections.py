@@ -225,6 +225,11 @@ class Registry:
     def sockets_of(self, account_id: str) -> int:
         return len(self._by_account.get(account_id, ()))
 
+    def of_account(self, account_id: str) -> list[Connection]:
+        """The account's authenticated sockets on this node."""
+        found = (self._by_socket.get(s) for s in self._by_account.get(account_id, ()))
+        return [conn for conn in found if conn is not None]
+
     def remove(self, conn: Connection) -> None:
         if self._by_socket.get(conn.socket) is conn:
             del self._by_socket[conn.socket]

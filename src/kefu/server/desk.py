@@ -139,8 +139,8 @@ class Desk:
                     placement.pair(Pair(cid, user_id, user_socket, waiter_id, waiter_socket))
                 case c.Unroute(cid):
                     placement.unpair(Unpair(cid))
-                case c.Forget(account_id):
-                    placement.broadcast(ForgetAccount(account_id))
+                case c.Forget(account_id, hang_up):
+                    placement.broadcast(ForgetAccount(account_id, hang_up))
                 case c.StartTimer(key, at):
                     if key.kind is TimerKind.IDLE:
                         placement.idle(IdleAt(key.subject, at))

@@ -102,8 +102,11 @@ class Node:
                 self.routes.drop(conversation_id)
             case IdleAt(socket, at):
                 self._idle_at(socket, at)
-            case ForgetAccount(account_id):
+            case ForgetAccount(account_id, hang_up):
                 self.on_forget(account_id)
+                if hang_up:
+                    for conn in self.connections.of_account(account_id):
+                        conn.close(codes.CLOSE_REVOKED)
 
     def reaches(self, socket: str) -> bool:
         return self.connections.get(socket) is not None

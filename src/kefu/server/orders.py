@@ -70,9 +70,14 @@ class Rebuilt(Struct, tag="rebuilt", array_like=True):
 
 
 class ForgetAccount(Struct, tag="forget", array_like=True):
-    """Drop the node's cached copy of an account (it changed): every node gets it."""
+    """Drop the node's cached copy of an account (it changed): every node gets it.
+
+    `hang_up`: close the account's sockets on the node too (with 4403), also
+    one whose `auth` the desk has not seen yet.
+    """
 
     account_id: str
+    hang_up: bool = False
 
 
 Order = (

@@ -29,6 +29,7 @@ import typer
 from kefu.admin_cli import CliTools
 from kefu.admin_cli import register as register_admin
 from kefu.core.model import Role
+from kefu.records_cli import register as register_records
 from kefu.settings import Settings
 
 if TYPE_CHECKING:
@@ -360,6 +361,8 @@ def backup(
 
 # `kefu api-keys ...` and `kefu users list|update|...` (kefu.admin_cli)
 register_admin(app, users_app, CliTools(_settings, _run, _fail))
+# `kefu export conversations` and `kefu purge` (kefu.records_cli)
+register_records(app, CliTools(_settings, _run, _fail))
 
 
 def main() -> None:  # pragma: no cover

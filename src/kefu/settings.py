@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     send_queue_size: int = Field(default=1024, ge=1)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
     legacy_text_field: bool = False  # also send `payload.message` beside `text` (old clients)
+    retention_days: int = Field(default=0, ge=0)  # closed conversations older are purged; 0: never
+    retention_interval: float = Field(default=3600.0, gt=0)  # seconds between retention's checks
 
     # -- exposure to the internet (SECURITY.md)
     trusted_proxies: str = ""  # IPs / CIDR networks whose X-Forwarded-For is believed

@@ -21,10 +21,12 @@ from kefu.server.api import ApiContext, create_api
 from kefu.server.desk import Desk
 from kefu.server.gateway import Gateway
 from kefu.server.history import History
+from kefu.server.live import LiveSource, desk_live
 from kefu.server.node import Node
 from kefu.server.observe import observe_routes
 from kefu.server.pages import web_routes
 from kefu.server.placement import LocalPlacement
+from kefu.server.retention import Retention
 from kefu.server.status import StatusSource, desk_status, status_endpoint
 from kefu.server.transport import publish
 from kefu.settings import Settings
@@ -46,6 +48,7 @@ class Mode:
     status: StatusSource
     settled: Callable[[str], Awaitable[None]] | None = None  # a socket's auth was decided
     desk: Desk | None = None  # one node: the desk in this process
+    live: LiveSource | None = None  # the queue and the waiters, for the admin API
     member: ClusterMember | None = None  # a cluster: this node's membership
 
 
@@ -74,7 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.sleep(0.05)  # let the writers send their close frames
             await store.close()
 
-    api = create_api(ApiContext(settings, store, node, accounts, passwords))
+    api = create_api(ApiContext(settings, store, node, accounts, passwords, live=mode.live))
     routes = [
         Route("/v1/ws/status", status_endpoint(mode.status, settings)),
         *web_routes(settings, accounts, passwords, metrics=node.metrics),
@@ -89,17 +92,20 @@ def create_app(settings: Settings) -> Starlette:
 def _one_node(node: Node) -> Mode:
     desk = Desk(node.settings, node.store, LocalPlacement(node), node.ids, metrics=node.metrics)
     node.submit = desk.handle
+    retention = Retention(node.store, node.settings)  # a cluster's leader runs its own
 
     async def start() -> None:
         queued, conversations = await desk.restore()
         if queued or conversations:
             log.warning("restored %d queued users and %d open conversations", queued, conversations)
+        retention.start()
 
     async def close() -> None:
+        await retention.stop()
         desk.close()
         await node.close()
 
-    return Mode(start, close, desk_status(desk), desk=desk)
+    return Mode(start, close, desk_status(desk), desk=desk, live=desk_live(desk))
 
 
 def _cluster_member(node: Node) -> Mode:
@@ -109,7 +115,14 @@ def _cluster_member(node: Node) -> Mode:
     from kefu.server.cluster.member import ClusterMember
 
     member = ClusterMember(node, open_broker(node.settings))
-    return Mode(member.start, member.close, member.cluster_status, member.settled, member=member)
+    return Mode(
+        member.start,
+        member.close,
+        member.cluster_status,
+        member.settled,
+        member=member,
+        live=member.status.live,
+    )
 
 
 def tune_gc() -> None:

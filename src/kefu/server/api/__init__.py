@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
 from kefu import __version__
-from kefu.server.api import accounts, docs_page, whoami
+from kefu.server.api import accounts, conversations, docs_page, live, stats, whoami
 from kefu.server.api.auth import authenticate
 from kefu.server.api.context import ApiContext
 from kefu.server.api.errors import ERROR_RESPONSES, install
@@ -33,6 +33,9 @@ PREFIX = "/v1/api"
 ROUTERS: list[APIRouter] = [
     whoami.router,
     accounts.router,
+    conversations.router,
+    live.router,
+    stats.router,
 ]
 
 

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from kefu.core.events import Event
 from kefu.passwords import PasswordChecker
 from kefu.server.accounts import Accounts
+from kefu.server.live import LiveSource
 from kefu.server.node import Node
 from kefu.settings import Settings
 from kefu.store.base import Store
@@ -29,6 +30,7 @@ class ApiContext:
     passwords: PasswordChecker
     clock: Callable[[], float] = field(default=time.time)
     key_uses: dict[str, float] = field(default_factory=dict)  # key id -> last written (monotonic)
+    live: LiveSource | None = None  # the queue and the waiters (`server/live.py`)
 
     def new_id(self) -> str:
         """A fresh time-ordered id (`kefu.ids`), unique across the cluster's nodes."""

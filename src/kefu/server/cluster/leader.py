@@ -36,6 +36,7 @@ from kefu.server.cluster.stream import StreamReader, retry
 from kefu.server.cluster.wire import InventoryItem
 from kefu.server.desk import Desk
 from kefu.server.metrics import Metrics
+from kefu.server.retention import Retention
 from kefu.settings import Settings
 from kefu.store.base import Store
 
@@ -101,6 +102,9 @@ class Leader:
             spawn(self.stream.ack(), "kefu-leader-ack"),
             spawn(self.status.run(), "kefu-leader-status"),
         ]
+        retention = Retention(self.host.store, self.host.settings)  # only the leader purges
+        if retention.enabled:
+            self._tasks.append(spawn(retention.run(), "kefu-leader-retention"))
         self.ready_at = time.monotonic()
         desk = self.desk
         log.warning(

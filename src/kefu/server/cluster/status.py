@@ -4,6 +4,10 @@
 figures as on one node, plus [ext] `leader`, `nodes` (per node: its users
 and waiters, whether it leads), `ready_waiter_num`, `conversation_num` (for
 `/metrics`) and `node` (who answered).
+
+The snapshot also carries the queue and the waiters (`live`, for the admin
+API's `GET /live` on any node: `StatusReader.live`); the public status
+leaves them out.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +24,12 @@ from kefu.broker.base import Broker, BrokerError
 from kefu.core.model import Role
 from kefu.server.cluster.placement import ClusterPlacement
 from kefu.server.desk import Desk
+from kefu.server.live import QUEUE_SHOWN, LiveView, from_json, to_json
 
 log = logging.getLogger("kefu.cluster")
 
 STATUS_KEY = "status"
+LIVE = "live"  # the snapshot's queue and waiters: for the admin API, not the public status
 
 EMPTY_STATUS: dict[str, Any] = {
     "online_waiter_num": 0,
@@ -58,6 +65,7 @@ def snapshot(desk: Desk, placement: ClusterPlacement, live: set[str]) -> dict[st
         "conversation_num": desk.switchboard.conversation_count(),
         "leader": placement.node,
         "nodes": nodes,
+        LIVE: to_json(LiveView(desk.switchboard.live(QUEUE_SHOWN), time.time())),
     }
 
 
@@ -108,4 +116,10 @@ class StatusReader:
         if raw is not None:
             self.snapshot = json.loads(raw) if raw else dict(EMPTY_STATUS)
             self._seen = bool(raw)
-        return {**self.snapshot, "node": node}
+        public = {k: v for k, v in self.snapshot.items() if k != LIVE}
+        return {**public, "node": node}
+
+    async def live(self) -> LiveView:
+        """The queue and the waiters as the leader last published them."""
+        await self.read("")
+        return from_json(self.snapshot.get(LIVE))

@@ -59,8 +59,10 @@ from kefu.store.base import (
     StoreUnavailable,
 )
 from kefu.store.edge import StoreEdge
+from kefu.store.outbox import Outbox, Subscriptions
 from kefu.store.reports import Reports
 from kefu.store.tables import from_us, metadata, to_us
+from kefu.store.webhooks import WebhookQueries
 from kefu.store.writer import (
     AsyncWriter,
     CheckEpoch,
@@ -106,6 +108,11 @@ _CLOSE = (
     " WHERE id = $4 AND closed_at IS NULL"
 )
 _RATE = "UPDATE conversations SET rate = $1 WHERE id = $2 AND rate IS NULL"
+_INSERT_OUTBOX = (  # in the arrays' order, which is the order of `seq`
+    "INSERT INTO webhook_outbox (event, subject, conversation_id, ref, created_at, data)"
+    " SELECT e, s, c, r, t, d FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+    " $5::bigint[], $6::text[]) WITH ORDINALITY AS u(e, s, c, r, t, d, n) ORDER BY n"
+)
 _CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = $1"
 _CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = $1 WHERE id = 1 AND epoch < $1"
 _PING = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1"
@@ -153,6 +160,7 @@ class PgBackend:
         self.lock_timeout = lock_timeout
         self.connect_timeout = connect_timeout
         self._conn: asyncpg.Connection | None = None
+        self.outbox = Outbox(Subscriptions())  # each batch's webhook events (`store/outbox.py`)
 
     async def _connect(self) -> asyncpg.Connection:
         try:
@@ -200,8 +208,14 @@ class PgBackend:
         try:
             async with conn.transaction():
                 if isolate:
-                    return [await self._isolated(conn, op) for op in ops]
-                return await self._run(conn, ops)
+                    results = [await self._isolated(conn, op) for op in ops]
+                else:
+                    results = await self._run(conn, ops)
+                outbox = self.outbox.rows(ops, results)
+                if outbox:  # the batch's webhook events: one statement, in its transaction
+                    columns = (list(c) for c in zip(*outbox, strict=True))
+                    await conn.execute(_INSERT_OUTBOX, *columns)
+                return results
         except Exception as exc:
             if not self.is_item_error(exc) and not isinstance(exc, StoreError):
                 await self.close()  # a clean connection for the next batch
@@ -271,10 +285,13 @@ class PgBackend:
                     await conn.execute(_DEQUEUE_EXIT, user_id, to_us(left_at), served)
             case OpenConversation(cid, user_id, waiter_id, opened_at, queued_at):
                 queued = None if queued_at is None else to_us(queued_at)
-                await conn.execute(_OPEN, cid, user_id, waiter_id, to_us(opened_at), queued)
+                opened = to_us(opened_at)
+                status = await conn.execute(_OPEN, cid, user_id, waiter_id, opened, queued)
+                return bool(status == "INSERT 0 1")  # False: it was stored already
             case CloseConversation(cid, reason, closed_at, rate):
                 reason_text = str(getattr(reason, "value", reason))
-                await conn.execute(_CLOSE, to_us(closed_at), reason_text, rate, cid)
+                status = await conn.execute(_CLOSE, to_us(closed_at), reason_text, rate, cid)
+                return bool(status == "UPDATE 1")  # False: closed already, or unknown
             case SetRate(cid, rate):
                 status = await conn.execute(_RATE, rate, cid)
                 return status.endswith(" 1")
@@ -290,7 +307,7 @@ class PgBackend:
         return None
 
 
-class PostgresStore(AdminQueries, Reports, StoreEdge):
+class PostgresStore(AdminQueries, Reports, WebhookQueries, StoreEdge):
     """The `Store` protocol on PostgreSQL (see the module docstring for limits)."""
 
     def __init__(

@@ -38,6 +38,7 @@ from kefu.store.base import (
     SessionEntry,
     StoredMessage,
 )
+from kefu.store.outbox import ACCOUNT_CREATED, ACCOUNT_ERASED, ACCOUNT_UPDATED, account_event
 from kefu.store.tables import (
     accounts,
     api_keys,
@@ -158,6 +159,9 @@ def create_account(conn: Connection, account: Account, now: float) -> Account:
     try:
         with conn.begin():
             conn.execute(accounts.insert().values(_values(account, now)))
+            created = get_account(conn, account.id)
+            if created is not None:  # its webhook event, in the same transaction
+                account_event(conn, ACCOUNT_CREATED, created, now)
     except IntegrityError as exc:
         raise AccountExists(f"account {account.id!r} / {account.username!r} exists") from exc
     return account
@@ -232,7 +236,10 @@ def update_account(conn: Connection, account_id: str, update: AccountUpdate) -> 
     with conn.begin():
         if values:
             conn.execute(accounts.update().where(accounts.c.id == account_id).values(values))
-        return get_account(conn, account_id)
+        changed = get_account(conn, account_id)
+        if values and changed is not None:  # its webhook event, in the same transaction
+            account_event(conn, ACCOUNT_UPDATED, changed)
+        return changed
 
 
 def erased_username(account_id: str) -> str:
@@ -277,7 +284,10 @@ def erase_account(conn: Connection, account_id: str, now: float) -> Account | No
             conn.execute(m.update().where(theirs, m.c.type == type_).values(payload=payload))
         known = m.c.type.in_(list(ERASED_PAYLOADS))
         conn.execute(m.update().where(theirs, ~known).values(payload=ERASED_PAYLOAD))
-        return get_account(conn, account_id)
+        erased = get_account(conn, account_id)
+        if found.erased_at is None and erased is not None:  # its webhook event, once
+            account_event(conn, ACCOUNT_ERASED, erased, now)
+        return erased
 
 
 # -- API keys ----------------------------------------------------------------

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.core.model import AccountKind, Role
 from kefu.store.base import Account, Appended, Fenced, NewMessage, StoreError
+from kefu.store.outbox import Outbox, Subscriptions
 from kefu.store.tables import from_us, metadata, to_us
 from kefu.store.writer import (
     CheckEpoch,
@@ -89,6 +90,10 @@ _CLOSE = (
     " WHERE id = ? AND closed_at IS NULL"
 )
 _RATE = "UPDATE conversations SET rate = ? WHERE id = ? AND rate IS NULL"
+_INSERT_OUTBOX = (
+    "INSERT INTO webhook_outbox (event, subject, conversation_id, ref, created_at, data)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 _CHECK_EPOCH = "UPDATE leader_epoch SET epoch = epoch WHERE id = 1 AND epoch = ?"
 _CLAIM_EPOCH = "UPDATE leader_epoch SET epoch = ? WHERE id = 1 AND epoch < ?"
 # SQLite does not rewrite a row whose bytes are unchanged: a ping changes it and back
@@ -157,6 +162,7 @@ class SqliteBackend:
         self.busy_timeout = busy_timeout
         self._con: sqlite3.Connection | None = None
         self._cur: sqlite3.Cursor | None = None
+        self.outbox = Outbox(Subscriptions())  # each batch's webhook events (`store/outbox.py`)
         self._apply: dict[type, Callable[[Any], Any]] = {
             NewMessage: self._message,
             Enqueue: self._enqueue,
@@ -221,6 +227,9 @@ class SqliteBackend:
         cur.execute("BEGIN IMMEDIATE")
         try:
             results = [self._isolated(cur, op) for op in ops] if isolate else self._run(ops)
+            outbox = self.outbox.rows(ops, results)
+            if outbox:  # the batch's webhook events: one statement, in its transaction
+                cur.executemany(_INSERT_OUTBOX, outbox)
             cur.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -317,16 +326,19 @@ class SqliteBackend:
             self._cur.execute(_QUEUE_EXIT, (to_us(r.left_at), r.served, r.user_id))
         self._cur.execute(_DEQUEUE, (r.user_id,))
 
-    def _open(self, r: OpenConversation) -> None:
+    def _open(self, r: OpenConversation) -> bool:
+        """True if it opened the conversation (False: it was stored already)."""
         assert self._cur is not None
         queued = None if r.queued_at is None else to_us(r.queued_at)
         row = (r.conversation_id, r.user_id, r.waiter_id, to_us(r.opened_at), queued)
-        self._cur.execute(_OPEN, row)
+        return self._cur.execute(_OPEN, row).rowcount == 1
 
-    def _close(self, r: CloseConversation) -> None:
+    def _close(self, r: CloseConversation) -> bool:
+        """True if it closed the conversation (False: closed already, or unknown)."""
         assert self._cur is not None
         reason = getattr(r.reason, "value", r.reason)
-        self._cur.execute(_CLOSE, (to_us(r.closed_at), str(reason), r.rate, r.conversation_id))
+        row = (to_us(r.closed_at), str(reason), r.rate, r.conversation_id)
+        return self._cur.execute(_CLOSE, row).rowcount == 1
 
     def _rate(self, r: SetRate) -> bool:
         assert self._cur is not None

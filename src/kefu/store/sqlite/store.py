@@ -62,6 +62,7 @@ from kefu.store.sqlite.backend import SqliteBackend, sqlite_path
 from kefu.store.sqlite.checkpointer import Checkpointer
 from kefu.store.sqlite.checkpoints import AutoCheckpoints, Checkpoints, CheckpointStats
 from kefu.store.sqlite.on_loop import OnTheLoop
+from kefu.store.webhooks import WebhookQueries
 from kefu.store.writer import AsyncWriter, ThreadWriter, UpsertAccount
 
 P = ParamSpec("P")
@@ -70,7 +71,7 @@ T = TypeVar("T")
 DRIVER_ERRORS = (sqlite3.Error, SQLAlchemyError)
 
 
-class SqliteStore(AdminQueries, Reports, StoreEdge):
+class SqliteStore(AdminQueries, Reports, WebhookQueries, StoreEdge):
     """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
 
     def __init__(

@@ -27,7 +27,7 @@ def parse_instant(text: str) -> float:
         seconds = float(value)
     else:
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows `t` and `z`
         except ValueError:
             raise BadInstant(f"{text!r} is not a time: use {HELP}") from None
         if parsed.tzinfo is None or "T" not in value.upper():

@@ -40,7 +40,7 @@ from starlette.routing import Route
 
 from kefu.core.model import Role
 from kefu.histogram import Histogram
-from kefu.server.metrics import FRAME_TAGS, FRAME_TYPES, Metrics
+from kefu.server.metrics import FRAME_TAGS, FRAME_TYPES, UNKNOWN, Metrics
 from kefu.server.node import Node
 from kefu.server.proxies import TrustedProxies
 from kefu.store.writer import WriterStats
@@ -146,7 +146,8 @@ class Exporter:
         )
         accepted = dict.fromkeys(FRAME_TYPES, 0)
         for cls, n in list(m.accepted.items()):
-            accepted[FRAME_TAGS[cls]] += n
+            tag = FRAME_TAGS.get(cls, UNKNOWN)
+            accepted[tag] = accepted.get(tag, 0) + n
         for tag, n in sorted(accepted.items()):
             frames.add_metric([tag, "accepted"], n)
         for (tag, why), n in sorted(m.frames_refused.items()):

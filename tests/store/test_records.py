@@ -85,6 +85,8 @@ async def test_departures_listings_and_transcripts(store: Store, people: Any, ha
 
     closed = ConversationFilter(state=ConversationState.CLOSED)
     assert ids(await store.list_conversations(closed, None, 10)) == ["c1"]
+    only_queued = ConversationFilter(state=ConversationState.QUEUED)
+    assert await store.list_conversations(only_queued, None, 10) == []
     opened = ConversationFilter(state=ConversationState.OPEN)
     assert ids(await store.list_conversations(opened, None, 10)) == ["c2"]
     assert ids(await store.list_conversations(ConversationFilter(waiter_id=BOB.id), None, 10)) == [

@@ -30,6 +30,7 @@ from kefu.core.model import Profile
 from kefu.store.records import (
     ConversationFilter,
     ConversationRecord,
+    ConversationState,
     MessageRecord,
     Purged,
     QueuedRecord,
@@ -107,13 +108,16 @@ def list_conversations(
     """Conversations by (opened_at, id), newest first unless `oldest_first`.
 
     `after` is the (opened_at in microseconds, id) of the last one shown.
-    `where.state` may be open or closed (queued users are `list_queued`).
+    `where.state` queued matches none (queued users are `list_queued`).
     """
+    if where.state == ConversationState.QUEUED:
+        return []  # a queued user has no conversation yet
     c = conversations
     query = _conversations_query()
     if where.state is not None:
-        closed = c.c.closed_at.is_(None)
-        query = query.where(~closed if where.state == "closed" else closed)
+        still_open = c.c.closed_at.is_(None)
+        closed = where.state == ConversationState.CLOSED
+        query = query.where(~still_open if closed else still_open)
     if where.user_id is not None:
         query = query.where(c.c.user_id == where.user_id)
     if where.waiter_id is not None:

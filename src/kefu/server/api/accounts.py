@@ -14,7 +14,7 @@ are (`core.switchboard`).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,12 +24,18 @@ from kefu.core.model import AccountKind, Role
 from kefu.protocol import frames
 from kefu.server.api.auth import Reader, Writer
 from kefu.server.api.context import ApiContext, Ctx
-from kefu.server.api.errors import conflict, not_found
+from kefu.server.api.errors import ErrorOut, conflict, not_found
 from kefu.server.api.pages import Page, PageQuery, paginate
 from kefu.server.api.values import timestamp
 from kefu.store.base import KEEP, Account, AccountExists, AccountFilter, AccountUpdate
 
 router = APIRouter(prefix="/accounts", tags=["accounts"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such account"}
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "A taken username, or a change the account cannot have"}
+}
 
 ERASED_PREFIX = "erased-"  # usernames of erased accounts
 MAX_AVATAR_CHARS = 2048
@@ -175,7 +181,12 @@ async def list_accounts(
     return Page(items=[AccountOut.of(a) for a in items], next=cursor)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a local account")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a local account",
+    responses=CONFLICT,
+)
 async def create_account(caller: Writer, ctx: Ctx, body: AccountIn) -> AccountOut:
     password_hash = await ctx.passwords.hash(body.password) if body.password else None
     account = Account(
@@ -193,12 +204,16 @@ async def create_account(caller: Writer, ctx: Ctx, body: AccountIn) -> AccountOu
     return AccountOut.of(await _found(ctx, account.id))
 
 
-@router.get("/{account_id}", summary="Show an account")
+@router.get("/{account_id}", summary="Show an account", responses=NOT_FOUND)
 async def show_account(caller: Reader, ctx: Ctx, account_id: AccountId) -> AccountOut:
     return AccountOut.of(await _found(ctx, account_id))
 
 
-@router.patch("/{account_id}", summary="Change an account, or disable or enable it")
+@router.patch(
+    "/{account_id}",
+    summary="Change an account, or disable or enable it",
+    responses={**NOT_FOUND, **CONFLICT},
+)
 async def change_account(
     caller: Writer,
     ctx: Ctx,
@@ -238,7 +253,11 @@ def _disabled_at(ctx: ApiContext, account: Account, disabled: bool) -> float | N
     return account.disabled_at if account.disabled_at is not None else ctx.clock()
 
 
-@router.post("/{account_id}/logout", summary="Revoke every token issued to the account so far")
+@router.post(
+    "/{account_id}/logout",
+    summary="Revoke every token issued to the account so far",
+    responses=NOT_FOUND,
+)
 async def logout(caller: Writer, ctx: Ctx, account_id: AccountId) -> AccountOut:
     account = await _found(ctx, account_id)
     changed = await ctx.store.update_account(account.id, AccountUpdate(tokens_after=ctx.clock()))
@@ -248,7 +267,11 @@ async def logout(caller: Writer, ctx: Ctx, account_id: AccountId) -> AccountOut:
     return AccountOut.of(changed)
 
 
-@router.delete("/{account_id}", summary="Erase a person: profile and what they wrote")
+@router.delete(
+    "/{account_id}",
+    summary="Erase a person: profile and what they wrote",
+    responses=NOT_FOUND,
+)
 async def erase(caller: Writer, ctx: Ctx, account_id: AccountId) -> AccountOut:
     erased = await ctx.store.erase_account(account_id, ctx.clock())
     if erased is None:

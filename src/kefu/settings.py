@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     login_window: float = Field(default=300.0, gt=0)  # ... within this many seconds
     password_workers: int = Field(default=2, ge=1)  # threads that check passwords (argon2)
     password_queue: int = Field(default=16, ge=1)  # checks waiting for them; beyond: HTTP 503
+    webhook_allow_private: bool = False  # webhooks to loopback/private addresses (tests, LANs)
+    webhook_retry_base: float = Field(default=10.0, gt=0)  # first retry after ~this, doubling
 
     # -- cluster (with KEFU_BROKER_URL); see docs/cluster.md
     broker_prefix: str = "kefu:"  # Redis key prefix: one per deployment sharing a Redis

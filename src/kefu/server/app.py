@@ -29,6 +29,7 @@ from kefu.server.placement import LocalPlacement
 from kefu.server.retention import Retention
 from kefu.server.status import StatusSource, desk_status, status_endpoint
 from kefu.server.transport import publish
+from kefu.server.webhooks import Refresher, delivery_worker
 from kefu.settings import Settings
 from kefu.store import open_store
 from kefu.store.migrate import upgrade
@@ -67,11 +68,14 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade, settings.database_url)
         await store.start()
+        subscriptions = Refresher(store)  # the webhook events this node's writer writes
         try:
+            await subscriptions.start()
             await mode.start()
             tune_gc()
             yield
         finally:
+            await subscriptions.close()
             await mode.close()
             passwords.close()
             await asyncio.sleep(0.05)  # let the writers send their close frames
@@ -93,14 +97,17 @@ def _one_node(node: Node) -> Mode:
     desk = Desk(node.settings, node.store, LocalPlacement(node), node.ids, metrics=node.metrics)
     node.submit = desk.handle
     retention = Retention(node.store, node.settings)  # a cluster's leader runs its own
+    webhooks = delivery_worker(node.settings, node.store, node.ids, node.metrics.webhooks)  # ditto
 
     async def start() -> None:
         queued, conversations = await desk.restore()
         if queued or conversations:
             log.warning("restored %d queued users and %d open conversations", queued, conversations)
         retention.start()
+        webhooks.start()
 
     async def close() -> None:
+        await webhooks.stop()
         await retention.stop()
         desk.close()
         await node.close()

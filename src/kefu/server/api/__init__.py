@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
 from kefu import __version__
-from kefu.server.api import accounts, conversations, docs_page, live, stats, whoami
+from kefu.server.api import accounts, conversations, docs_page, live, stats, webhooks, whoami
 from kefu.server.api.auth import authenticate
 from kefu.server.api.context import ApiContext
 from kefu.server.api.errors import ERROR_RESPONSES, install
@@ -36,6 +36,7 @@ ROUTERS: list[APIRouter] = [
     conversations.router,
     live.router,
     stats.router,
+    webhooks.router,
 ]
 
 

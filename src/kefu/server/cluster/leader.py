@@ -37,6 +37,7 @@ from kefu.server.cluster.wire import InventoryItem
 from kefu.server.desk import Desk
 from kefu.server.metrics import Metrics
 from kefu.server.retention import Retention
+from kefu.server.webhooks import delivery_worker
 from kefu.settings import Settings
 from kefu.store.base import Store
 
@@ -105,6 +106,9 @@ class Leader:
         retention = Retention(self.host.store, self.host.settings)  # only the leader purges
         if retention.enabled:
             self._tasks.append(spawn(retention.run(), "kefu-leader-retention"))
+        host = self.host  # webhooks: only the leader delivers
+        hooks = delivery_worker(host.settings, host.store, host.new_id, host.metrics.webhooks)
+        self._tasks.append(spawn(hooks.run(), "kefu-leader-webhooks"))
         self.ready_at = time.monotonic()
         desk = self.desk
         log.warning(

@@ -68,6 +68,7 @@ class Receiver:
         self.secret = ""
         self.received: list[Received] = []
         self.answers: list[int] = []  # statuses to answer, in order; then 200
+        self.answer: Callable[[Received], int] | None = None  # or this decides
         self.requests = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -116,8 +117,12 @@ class Receiver:
                 self.requests += 1
                 expected = signature(self.secret, headers.get("x-kefu-timestamp", ""), raw)
                 signed = hmac.compare_digest(expected, headers.get("x-kefu-signature", ""))
-                self.received.append(Received(headers, raw, signed))
-                status = self.answers.pop(0) if self.answers else 200
+                got = Received(headers, raw, signed)
+                self.received.append(got)
+                if self.answers:
+                    status = self.answers.pop(0)
+                else:
+                    status = self.answer(got) if self.answer is not None else 200
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -125,17 +130,6 @@ class Receiver:
         finally:
             self._writers.discard(writer)
             writer.close()
-
-    def ok(self) -> list[Received]:
-        """What was received and answered with success: the last answer per delivery id."""
-        return [r for r in self.received if r.signed]
-
-    def unique(self) -> dict[str, Received]:
-        """The deliveries received, by id (a delivery retried is there once)."""
-        out: dict[str, Received] = {}
-        for r in self.received:
-            out.setdefault(r.id, r)
-        return out
 
     async def wait_for(
         self, what: str, pred: Callable[[list[Received]], bool], timeout: float = 30.0

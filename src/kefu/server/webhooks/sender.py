@@ -27,6 +27,7 @@ from kefu.store.webhooks import DueDelivery
 
 TIMEOUT = 10.0  # seconds for an attempt, from connecting to the status line
 MAX_CLIENTS = 32
+MAX_LINE = 16 * 1024 * 1024  # bytes of a job or an answer on the sender process's pipes
 USER_AGENT = f"kefu-webhooks/{__version__}"
 
 

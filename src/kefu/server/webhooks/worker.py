@@ -13,12 +13,14 @@ doubling each time (at most `MAX_DELAY` apart, each delay varied by +-25% so
 failures do not retry in step), until `retry_for` (24 h) after the delivery
 was made; then it is `failed` and the next delivery of its subject goes.
 
-**The chat comes first.** The worker runs on the event loop that serves the
-chat sockets. Between rounds it measures how late the loop runs a short
-sleep; while the loop is busy (late by more than `BUSY_LAG`) it waits
-longer and longer (up to `MAX_PAUSE`), so under heavy load the outbox grows
-and is delivered when the load drops; the writer only ever adds one outbox
-row per batch of messages.
+**The chat comes first.** The HTTP attempts are made by a process of their
+own at a lower priority (`child.py`): an attempt costs some forty times the
+CPU of a chat message. What stays here is the database side, on the event
+loop that serves the chat sockets; between rounds the worker measures how
+late the loop runs a short sleep, and while the loop is busy (late by more
+than `BUSY_LAG`) it waits longer and longer (up to `MAX_PAUSE`). Under heavy
+load the outbox grows, and is delivered when the load drops; the writer only
+ever adds one outbox row per batch of messages.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from kefu.server.background import spawn
 from kefu.server.metrics import WebhookDeliveries
-from kefu.server.webhooks.sender import Attempt, Sender
+from kefu.server.webhooks.process import ProcessSender
+from kefu.server.webhooks.sender import Attempt
 from kefu.store.base import StoreError
 from kefu.store.webhooks import KEEP_FINISHED, DueDelivery, Outcome, WebhookQueries
 
@@ -51,6 +55,13 @@ REPAIR_EVERY = 60.0
 PRUNE_EVERY = 3600.0
 
 
+class Sends(Protocol):
+    """Makes attempts: `ProcessSender` (the sender process), or a `sender.Sender` in process."""
+
+    async def send(self, delivery: DueDelivery) -> Attempt: ...
+    async def close(self) -> None: ...
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -63,7 +74,7 @@ class DeliveryWorker:
         retry_for: float = RETRY_FOR,
         concurrency: int = CONCURRENCY,
         clock: Callable[[], float] = time.time,
-        sender: Sender | None = None,
+        sender: Sends | None = None,
     ) -> None:
         self.store = store
         self.new_id = new_id
@@ -72,7 +83,7 @@ class DeliveryWorker:
         self.retry_for = retry_for
         self.concurrency = concurrency
         self.clock = clock
-        self.sender = sender or Sender(allow_private, concurrency)
+        self.sender = sender or ProcessSender(allow_private, concurrency)
         self._flight: dict[str, asyncio.Task[None]] = {}  # delivery id -> its attempt
         self._done: list[Outcome] = []  # attempts finished, not yet recorded
         self._wake = asyncio.Event()

@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kefu.broker.base import BrokerError
 from kefu.core import commands as c
 from kefu.core.errors import NotPermitted
 from kefu.core.model import CloseReason, Role
 from kefu.histogram import SECONDS_FAST, Histogram
 from kefu.protocol import frames as f
 from kefu.server.metrics import Metrics
-from kefu.server.probes import Shared
+from kefu.server.probes import Readiness, Shared
 from kefu.store.base import StoreUnavailable
 
 
@@ -139,3 +140,51 @@ async def test_a_shared_check_that_hangs_times_out_its_callers_only() -> None:
         await shared(0.01)  # joins the same call, still running
     release.set()
     assert await shared(5) == "late"  # the call was never cancelled by the timeouts
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    async def ping(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.holder: tuple[str, int] | None = ("1-abc", 7)
+        self.error: BaseException | None = None
+
+    async def lease_holder(self) -> tuple[str, int] | None:
+        if self.error is not None:
+            raise self.error
+        return self.holder
+
+
+async def test_readiness_reasons_per_check() -> None:
+    store, broker = FakeStore(), FakeBroker()
+    listening = [True]
+    ready = Readiness(store, broker, lambda: False, lambda: listening[0])  # type: ignore[arg-type]
+    assert await ready.check() == {"store": "ok", "broker": "ok", "leader": "ok"}
+    broker.holder = None
+    assert (await ready.check())["leader"] == "no node holds the lease"
+    broker.holder = ("1-abc", 7)
+    listening[0] = False  # the subscription is reconnecting: other nodes' frames are lost
+    assert (await ready.check())["broker"] == "not subscribed to this node's channel"
+    listening[0] = True
+    broker.error = BrokerError("redis lease: ConnectionError")
+    store.error = StoreUnavailable("OperationalError: disk I/O error")
+    assert await ready.check() == {
+        "store": "write failed (StoreUnavailable)",
+        "broker": "unreachable (BrokerError)",
+        "leader": "unknown: the broker does not answer",
+    }
+
+
+async def test_a_leader_knows_a_leader_is_there_without_the_broker() -> None:
+    broker = FakeBroker()
+    broker.error = BrokerError("down")
+    ready = Readiness(FakeStore(), broker, lambda: True)  # type: ignore[arg-type]
+    checks = await ready.check()
+    assert checks["leader"] == "ok" and checks["broker"] == "unreachable (BrokerError)"

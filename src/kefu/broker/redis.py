@@ -192,6 +192,11 @@ class RedisBroker:
         self._redis = self._blocking = None
 
     @property
+    def subscribed(self) -> bool:
+        """This node hears its channel (False while the subscription reconnects)."""
+        return self._subscribed.is_set()
+
+    @property
     def redis(self) -> Redis:
         if self._redis is None:
             raise BrokerError("broker is not started")

@@ -60,8 +60,11 @@ def observe_routes(
             except TimeoutError:
                 return cluster.status.snapshot
 
+        def listening() -> bool:
+            return bool(getattr(cluster.broker, "subscribed", True))
+
         exporter = Exporter(node, snapshot, leading, writer, reconnects)
-        readiness = Readiness(store, member.broker, leading)
+        readiness = Readiness(store, member.broker, leading, listening)
     return [*probe_routes(readiness), metrics_route(exporter, allowed)]
 
 

@@ -6,9 +6,10 @@
   `CHECK_TIMEOUT` and they run at once:
   - `store`: the database takes a write: `Store.ping()`, a trivial write
     committed through the writer's FIFO (so a stuck writer fails it too);
-  - in a cluster, `broker`: Redis answers (one `lease_holder` call), and
-    `leader`: some node holds the lease (the same call; this node's own
-    lease counts too).
+  - in a cluster, `broker`: Redis answers (one `lease_holder` call) and this
+    node's subscription to its channel is up (else frames and orders from
+    other nodes do not reach it), and `leader`: some node holds the lease
+    (the same call; this node's own lease counts too).
   200 `{"status": "ready", "checks": {...}}` with every check `"ok"`, or 503
   `{"status": "not ready", "checks": {...}}` with a short reason for each
   failed one.
@@ -72,12 +73,14 @@ class Readiness:
         store: Store,
         broker: Broker | None = None,
         leading: Callable[[], bool] = lambda: False,
+        listening: Callable[[], bool] = lambda: True,
         timeout: float = CHECK_TIMEOUT,
     ) -> None:
         self.timeout = timeout
         self._ping = Shared(store.ping)
         self._holder = Shared(broker.lease_holder) if broker is not None else None
         self._leading = leading
+        self._listening = listening
         self._last: dict[str, str] | None = None
 
     async def check(self) -> dict[str, str]:
@@ -111,9 +114,10 @@ class Readiness:
             self._detail("broker", exc)
             why = f"unreachable ({type(exc).__name__})"
             return why, OK if self._leading() else "unknown: the broker does not answer"
+        broker = OK if self._listening() else "not subscribed to this node's channel"
         if holder is None and not self._leading():
-            return OK, "no node holds the lease"
-        return OK, OK
+            return broker, "no node holds the lease"
+        return broker, OK
 
     def _detail(self, check: str, exc: BaseException) -> None:
         if self._last is None or self._last.get(check) == OK:

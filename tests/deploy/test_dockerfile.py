@@ -193,7 +193,7 @@ def test_build_context_holds_what_the_build_copies_and_nothing_private() -> None
     for source in sources:
         assert (REPO / source).exists(), source
         assert not ignored(source, patterns), f".dockerignore keeps out {source}"
-    for needed in ("src/kefu/cli.py", "src/kefu/server/web/widget.js", "LICENSE"):
+    for needed in ("src/kefu/cli/main.py", "src/kefu/server/web/widget.js", "LICENSE"):
         assert (REPO / needed).exists() and not ignored(needed, patterns), needed
     for private in (
         "kefu.db",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kefu.cli_tools import CliTools
+from kefu.cli.tools import CliTools
 
 if TYPE_CHECKING:
     from kefu.store.base import ApiKey, Store
@@ -27,7 +27,7 @@ KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def register(app: typer.Typer, users: typer.Typer, tools: CliTools) -> None:
     """Add `api-keys` to `app` and the account lifecycle commands to `users`."""
     app.add_typer(_api_keys(tools), name="api-keys")
-    from kefu.admin_users import register_users
+    from kefu.cli.users import register_users
 
     register_users(users, tools)
 

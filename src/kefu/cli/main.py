@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from kefu.admin_cli import CliTools
-from kefu.admin_cli import register as register_admin
+from kefu.cli.admin import register as register_admin
+from kefu.cli.records import register as register_records
+from kefu.cli.tools import CliTools
 from kefu.core.model import Role
-from kefu.records_cli import register as register_records
 from kefu.settings import Settings
 
 if TYPE_CHECKING:
@@ -359,9 +359,9 @@ def backup(
         typer.echo("signing key: KEFU_SECRET is set, not in a file; keep it with the backup")
 
 
-# `kefu api-keys ...` and `kefu users list|update|...` (kefu.admin_cli)
+# `kefu api-keys ...` and `kefu users list|update|...` (kefu.cli.admin, kefu.cli.users)
 register_admin(app, users_app, CliTools(_settings, _run, _fail))
-# `kefu export conversations` and `kefu purge` (kefu.records_cli)
+# `kefu export conversations` and `kefu purge` (kefu.cli.records)
 register_records(app, CliTools(_settings, _run, _fail))
 
 

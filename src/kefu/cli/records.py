@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kefu.cli_tools import CliTools
+from kefu.cli.tools import CliTools
 from kefu.instants import HELP as INSTANT_HELP
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""What the admin commands (`admin_cli`, `admin_users`) borrow from `kefu.cli`."""
+"""What the admin and records commands (`admin`, `users`, `records`) borrow from `kefu.cli.main`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class CliTools:
-    """What the admin commands borrow from `kefu.cli`."""
+    """What the admin and records commands borrow from `kefu.cli.main`."""
 
     settings: Callable[[], Settings]
     run: Runner  # migrate, then run work(store) with a started store

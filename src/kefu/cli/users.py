@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from kefu.cli_tools import CliTools
+    from kefu.cli.tools import CliTools
     from kefu.core.model import Role
     from kefu.settings import Settings
     from kefu.store.base import Account, Store

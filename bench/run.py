@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import perf_split
+import webhook_sink
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -47,6 +48,7 @@ KEFU = ROOT / ".venv" / "bin" / "kefu"
 BPY = BENCH / ".venv" / "bin" / "python"
 SERVER_CPU, GEN_CPU = "0", "1"
 NICE = [0]  # --nice: niceness of servers and generators (negative = ahead of other work)
+WEBHOOK = [False]  # --webhook: kefu delivers every message to a local sink (webhook_sink.py)
 SYSTEMS = {"a": "kefu", "b": "limit (picows relay)", "c": "Django Channels"}
 TARGETS = {
     "throughput_vs_limit": 0.5,  # kefu acked msg/s >= 0.5 x (b)
@@ -197,6 +199,8 @@ def start_command(
     env = dict(os.environ)
     if system == "a":
         env.update(KEFU_ENV, KEFU_DATABASE_URL=f"sqlite:///{workdir}/kefu.db", KEFU_SECRET=secret)
+        if WEBHOOK[0]:  # the sink is on 127.0.0.1
+            env["KEFU_WEBHOOK_ALLOW_PRIVATE"] = "true"
         return [str(KEFU), "serve", "--host", "127.0.0.1", "--port", str(port)], workdir, env
     if system == "b":
         return [str(BPY), str(BENCH / "relay_limit.py"), "--port", str(port)], workdir, env
@@ -262,8 +266,14 @@ def server(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{SYSTEMS[system]} did not start in 60 s")
             time.sleep(0.1)
-        wait_quiet(max_wait=quiet_wait)
-        yield srv
+        hooked = contextlib.nullcontext({})
+        if system == "a" and WEBHOOK[0]:
+            hooked = webhook_sink.subscribed(KEFU, env, workdir, port, pinned(GEN_CPU))
+        with hooked as sink:
+            wait_quiet(max_wait=quiet_wait)
+            yield srv
+        if sink:
+            log(f"  webhook sink: {sink.get('requests')} deliveries in {sink['seconds']:.0f} s")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -1364,6 +1374,11 @@ def main() -> None:
         "--no-docs", action="store_true", help="do not rewrite docs/performance.md (full runs do)"
     )
     ap.add_argument(
+        "--webhook",
+        action="store_true",
+        help="kefu gets a webhook for message.created to a local sink (webhook_sink.py)",
+    )
+    ap.add_argument(
         "--profile",
         nargs="?",
         const="saturation",
@@ -1384,6 +1399,7 @@ def main() -> None:
 
     p = QUICK if args.quick else FULL
     NICE[0] = args.nice
+    WEBHOOK[0] = args.webhook
     if args.reps:
         p.reps = p.idle_reps = p.connect_reps = args.reps
     if args.profile:
@@ -1414,6 +1430,7 @@ def main() -> None:
         "profile": p.__dict__,
         "systems": systems,
         "kefu_env": KEFU_ENV,
+        "webhook": args.webhook,
         "quick": args.quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -1444,7 +1461,7 @@ def main() -> None:
     print()
     print(text)
     print(f"\nraw results: {path}")
-    full = not args.quick and systems == list("abc") and len(scenarios) == 4
+    full = not args.quick and systems == list("abc") and len(scenarios) == 4 and not args.webhook
     if full and not args.no_docs:
         extra = " ".join(sys.argv[1:])
         command = "make bench" + (f' BENCH_ARGS="{extra}"' if extra else "")

@@ -71,7 +71,8 @@ async def people(store: Store) -> None:
 
 
 async def fan_out(hooks: WebhookQueries, new_id: IdGenerator) -> None:
-    while await hooks.fan_out(new_id, time.time(), 1000):
+    """Everything in the outbox, a few events at a time (long runs of messages in parts)."""
+    while await hooks.fan_out(new_id, time.time(), 7):
         pass
 
 

@@ -28,14 +28,30 @@ emptied as soon as they finish.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
 
-from sqlalchemy import Connection, RowMapping, delete, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 
 from kefu.ids import EPOCH_MS, WIDTH
+from kefu.store.base import StoreUnavailable
 from kefu.store.outbox import (
     MESSAGE_CREATED,
     TRANSFERRED,
@@ -64,6 +80,7 @@ SEQ_SPAN = 1 << 16  # events one outbox row may hold (a run of messages: a batch
 CHUNK = 500  # values per IN (...) list
 OUTBOX_ROWS = 64  # outbox rows read per fan-out
 ERROR_CHARS = 256
+PRUNE_ROWS = 200  # finished deliveries deleted per transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +235,18 @@ def _seconds(us: int | None) -> float | None:
 
 
 # -- fan-out ---------------------------------------------------------------------------------
+Steps: TypeAlias = Generator[None, None, T]  # work that yields where it may be paused
+
+
+def drain(steps: Steps[T]) -> T:
+    """Run `steps` to the end, without pausing; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
 @dataclass(slots=True)
 class _Event:
     seq: int
@@ -232,8 +261,17 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[i : i + CHUNK]
 
 
-def _message_events(conn: Connection, row: RowMapping) -> list[_Event]:
-    ids = [i for i in (row["ref"] or "").split(",") if i]
+def _run_ids(ref: str | None) -> tuple[int, list[str]]:
+    """A run's (place of its first id, ids): `ref` is "id,id,..." or, once a part of it
+    was fanned out, "+place,id,id,..."."""
+    ids = [i for i in (ref or "").split(",") if i]
+    if ids and ids[0].startswith("+"):
+        return int(ids[0][1:]), ids[1:]
+    return 0, ids
+
+
+def _message_events(conn: Connection, seq: int, first: int, ids: list[str]) -> list[_Event]:
+    """The events of the messages `ids` of outbox row `seq`, the first at place `first`."""
     m, c = messages, conversations
     found: dict[str, RowMapping] = {}
     for chunk in _chunks(ids):
@@ -244,7 +282,7 @@ def _message_events(conn: Connection, row: RowMapping) -> list[_Event]:
         )
         found.update((r["id"], r) for r in conn.execute(query).mappings())
     events = []
-    for place, mid in enumerate(ids):
+    for place, mid in enumerate(ids, first):
         r = found.get(mid)
         if r is None:  # gone since (retention)
             continue
@@ -261,10 +299,8 @@ def _message_events(conn: Connection, row: RowMapping) -> list[_Event]:
             "payload": payload,
             "created_at": rfc3339_us(r["created_at"]),
         }
-        seq = row["seq"] * SEQ_SPAN + place
-        events.append(
-            _Event(seq, MESSAGE_CREATED, r["conversation_user_id"], r["created_at"], data)
-        )
+        at = seq * SEQ_SPAN + place
+        events.append(_Event(at, MESSAGE_CREATED, r["conversation_user_id"], r["created_at"], data))
     return events
 
 
@@ -277,8 +313,16 @@ def _conversations(conn: Connection, ids: set[str]) -> dict[str, RowMapping]:
     return out
 
 
-def _expand(conn: Connection, rows: Sequence[RowMapping], wanted: frozenset[str]) -> list[_Event]:
-    """The events of `rows` that some webhook wants, in order, with their data complete."""
+def _expand(
+    conn: Connection,
+    rows: Sequence[RowMapping],
+    wanted: frozenset[str],
+    runs: dict[int, tuple[int, list[str]]],
+) -> Steps[list[_Event]]:
+    """The events of `rows` that some webhook wants, in order, with their data complete.
+
+    `runs` gives the messages of each message row to take (by seq): its first place, ids.
+    """
     needed = {
         r[key]
         for r in rows
@@ -293,7 +337,9 @@ def _expand(conn: Connection, rows: Sequence[RowMapping], wanted: frozenset[str]
         if name not in wanted:
             continue
         if name == MESSAGE_CREATED:
-            events += _message_events(conn, r)
+            yield
+            first, ids = runs[r["seq"]]
+            events += _message_events(conn, r["seq"], first, ids)
             continue
         data: dict[str, Any] = json.loads(r["data"] or "{}")
         subject = r["subject"]
@@ -333,31 +379,67 @@ def body(delivery_id: str, event: str, created_at_us: int, data: dict[str, Any])
 
 
 def fan_out(conn: Connection, new_id: Callable[[], str], now: float, max_events: int) -> int:
-    """Turn the oldest outbox rows (about `max_events` events) into deliveries; rows taken."""
+    """Turn the oldest outbox events (`max_events` or so) into deliveries; how many were taken.
+
+    A long run of messages is taken in parts: what is left of it stays in its row,
+    which keeps its place in the order.
+    """
+    return drain(fan_out_steps(conn, new_id, now, max_events))
+
+
+def fan_out_steps(
+    conn: Connection, new_id: Callable[[], str], now: float, max_events: int
+) -> Steps[int]:
+    """`fan_out` in steps: it yields between its reads, none of which takes a lock on
+    SQLite (the transaction begins at the first write), and writes at the end."""
     o = webhook_outbox
     with conn.begin():
-        rows = conn.execute(select(o).order_by(o.c.seq).limit(OUTBOX_ROWS)).mappings().all()
-        if not rows:
+        heads = conn.execute(
+            select(o.c.seq, o.c.event, func.length(o.c.ref)).order_by(o.c.seq).limit(OUTBOX_ROWS)
+        ).all()
+        if not heads:
             return 0
-        taken: list[RowMapping] = []
+        pick: list[int] = []
         count = 0
-        for r in rows:
-            taken.append(r)
-            count += (r["ref"] or "").count(",") + 1 if r["event"] == MESSAGE_CREATED else 1
+        for seq, event, length in heads:  # a run of n messages: about n * 21 characters
+            pick.append(seq)
+            count += max(1, (length or 0) // (WIDTH + 1)) if event == MESSAGE_CREATED else 1
             if count >= max_events:
                 break
+        yield
+        rows = conn.execute(select(o).where(o.c.seq.in_(pick)).order_by(o.c.seq)).mappings().all()
+        runs: dict[int, tuple[int, list[str]]] = {}
+        left: tuple[int, str] | None = None  # (seq, ref) of a run taken in part
+        room = max_events
+        taken: list[int] = []
+        for r in rows:
+            if room <= 0:
+                break
+            if r["event"] == MESSAGE_CREATED:
+                first, ids = _run_ids(r["ref"])
+                if len(ids) > room:
+                    rest = ids[room:]
+                    left = (r["seq"], ",".join([f"+{first + room}", *rest]))
+                    ids = ids[:room]
+                runs[r["seq"]] = (first, ids)
+                room -= len(ids)
+            else:
+                room -= 1
+            taken.append(r["seq"])
+        rows = [r for r in rows if r["seq"] in set(taken)]
         hooks = [
             (h, subscribed(_names(e)))
             for h, e in conn.execute(select(webhooks.c.id, webhooks.c.events))
         ]
         wanted = frozenset().union(*(names for _, names in hooks))
-        events = _expand(conn, taken, wanted) if wanted else []
+        events = (yield from _expand(conn, rows, wanted, runs)) if wanted else []
         at = to_us(now)
         out: list[dict[str, Any]] = []
         for hook_id, names in hooks:
             mine = [ev for ev in events if ev.event in names]
             if not mine:
                 continue
+            yield
             busy = _open_subjects(conn, hook_id, {ev.subject for ev in mine})
             for ev in mine:
                 did = new_id()
@@ -380,10 +462,12 @@ def fan_out(conn: Connection, new_id: Callable[[], str], now: float, max_events:
             conn.execute(webhook_deliveries.insert(), out)
         # by their numbers: a row with a lower seq may commit later (PostgreSQL) and
         # must not be deleted unseen
-        seqs = [r["seq"] for r in taken]
-        for i in range(0, len(seqs), CHUNK):
-            conn.execute(delete(o).where(o.c.seq.in_(seqs[i : i + CHUNK])))
-        return len(taken)
+        done = [seq for seq in taken if left is None or seq != left[0]]
+        for i in range(0, len(done), CHUNK):
+            conn.execute(delete(o).where(o.c.seq.in_(done[i : i + CHUNK])))
+        if left is not None:
+            conn.execute(update(o).where(o.c.seq == left[0]).values(ref=left[1]))
+        return max_events - room
 
 
 # -- attempts ----------------------------------------------------------------------------------
@@ -425,42 +509,80 @@ def due(conn: Connection, now: float, limit: int, busy: Sequence[str]) -> list[D
     ]
 
 
-def _promote(conn: Connection, hook_id: str, subject: str, now_us: int) -> None:
-    """Make the first waiting delivery of the subject pending, due now."""
+def _promotion() -> Any:
+    """UPDATE: the first waiting delivery of (`p_hook`, `p_subject`) pending, due at `p_at`.
+
+    Only if the subject has no pending delivery: so it is safe to run for a
+    subject whose head is still pending (it changes nothing then).
+    """
     d = webhook_deliveries
-    first = conn.execute(
-        select(d.c.id)
-        .where(d.c.webhook_id == hook_id, d.c.subject == subject, d.c.status == WAITING)
-        .order_by(d.c.seq)
+    first, other = d.alias("first"), d.alias("other")
+    hook: Any = bindparam("p_hook")
+    subject: Any = bindparam("p_subject")
+    head = (
+        select(first.c.id)
+        .where(first.c.webhook_id == hook, first.c.subject == subject, first.c.status == WAITING)
+        .order_by(first.c.seq)
         .limit(1)
-    ).scalar()
-    if first is not None:
-        conn.execute(update(d).where(d.c.id == first).values(status=PENDING, next_at=now_us))
+        .scalar_subquery()
+    )
+    pending = (
+        select(other.c.id)
+        .where(other.c.webhook_id == hook, other.c.subject == subject, other.c.status == PENDING)
+        .exists()
+    )
+    return (
+        update(d).where(d.c.id == head, ~pending).values(status=PENDING, next_at=bindparam("p_at"))
+    )
+
+
+def _attempted(final: bool) -> Any:
+    """UPDATE of one attempt's outcome (executemany), on a delivery still pending."""
+    d = webhook_deliveries
+    values: dict[str, Any] = {
+        "attempts": d.c.attempts + 1,
+        "last_status": bindparam("b_status"),
+        "last_error": bindparam("b_error"),
+        "last_attempt_at": bindparam("b_at"),
+    }
+    if final:
+        values.update(status=bindparam("b_final"), next_at=None, finished_at=bindparam("b_at"))
+        values["body"] = None
+    else:
+        values["next_at"] = bindparam("b_next")
+    return update(d).where(d.c.id == bindparam("b_id"), d.c.status == PENDING).values(values)
+
+
+_PROMOTION = _promotion()
+_RETRIED = _attempted(final=False)
+_FINISHED = _attempted(final=True)
 
 
 def record(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     """Store what the attempts got, in one transaction; finished ones free their subject."""
-    d = webhook_deliveries
+    retried: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = []
+    freed: dict[tuple[str, str], int] = {}
+    for o in outcomes:
+        at = to_us(o.at)
+        row: dict[str, Any] = {
+            "b_id": o.delivery.id,
+            "b_status": o.status,
+            "b_error": None if o.error is None else o.error[:ERROR_CHARS],
+            "b_at": at,
+        }
+        if o.ok or o.next_at is None:
+            finished.append({**row, "b_final": DELIVERED if o.ok else FAILED})
+            freed[(o.delivery.webhook_id, o.delivery.subject)] = at
+        else:
+            retried.append({**row, "b_next": to_us(o.next_at)})
     with conn.begin():
-        for o in outcomes:
-            at = to_us(o.at)
-            values: dict[str, Any] = {
-                "attempts": d.c.attempts + 1,
-                "last_status": o.status,
-                "last_error": None if o.error is None else o.error[:ERROR_CHARS],
-                "last_attempt_at": at,
-            }
-            final = o.ok or o.next_at is None
-            if final:
-                status = DELIVERED if o.ok else FAILED
-                values.update(status=status, next_at=None, finished_at=at, body=None)
-            else:
-                values["next_at"] = to_us(o.next_at or o.at)
-            changed = conn.execute(
-                update(d).where(d.c.id == o.delivery.id, d.c.status == PENDING).values(values)
-            ).rowcount
-            if final and changed:
-                _promote(conn, o.delivery.webhook_id, o.delivery.subject, at)
+        if retried:
+            conn.execute(_RETRIED, retried)
+        if finished:
+            conn.execute(_FINISHED, finished)
+            promotions = [{"p_hook": h, "p_subject": s, "p_at": at} for (h, s), at in freed.items()]
+            conn.execute(_PROMOTION, promotions)
 
 
 def repair(conn: Connection, now: float) -> int:
@@ -483,12 +605,13 @@ def repair(conn: Connection, now: float) -> int:
     )
     with conn.begin():
         found = conn.execute(stuck).all()
-        for hook_id, subject in found:
-            _promote(conn, hook_id, subject, to_us(now))
+        if found:
+            at = to_us(now)
+            conn.execute(_PROMOTION, [{"p_hook": h, "p_subject": s, "p_at": at} for h, s in found])
     return len(found)
 
 
-def prune(conn: Connection, before: float, limit: int = 1000) -> int:
+def prune(conn: Connection, before: float, limit: int = PRUNE_ROWS) -> int:
     """Delete up to `limit` deliveries that finished and were made before `before`."""
     d = webhook_deliveries
     cutoff = str(max(0, int(before * 1000) - EPOCH_MS) << 22).zfill(WIDTH)  # an id of then
@@ -514,7 +637,22 @@ def pending_count(conn: Connection) -> int:
 
 # -- on a store --------------------------------------------------------------------------------
 class WebhookQueries:
-    """The webhook methods of `SqliteStore` and `PostgresStore` (SQL once, run by `_run`)."""
+    """The webhook methods of `SqliteStore` and `PostgresStore` (SQL once).
+
+    The API's calls run as the store's other cold calls (`_run`). The delivery
+    worker's (`fan_out` to `prune_deliveries`) run where they cost the chat
+    least (`_worker_run`): on PostgreSQL as the others (on the event loop, in
+    asyncpg's greenlet); on SQLite on the event loop too, on a connection of
+    their own that never waits for the write lock (busy_timeout 0) and commits
+    as the writer does (synchronous=NORMAL), when the store's writer runs there
+    too: a worker thread would hold the GIL against the loop (see
+    `sqlite/on_loop.py`), and the loop's own writer is never mid-transaction
+    when the worker runs. A locked database fails the step with
+    `StoreUnavailable`; the worker tries again later. With synchronous=FULL
+    (a commit waits for the disk) they run in a thread, as the writer does.
+    """
+
+    _worker_engine: Engine | None = None
 
     async def _run(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -522,11 +660,59 @@ class WebhookQueries:
         raise NotImplementedError
 
     @property
+    def _backend(self) -> Any:
+        return self.backend  # type: ignore[attr-defined]  # both stores have one
+
+    @property
     def subscriptions(self) -> Subscriptions:
         """The events this node's writer writes (refreshed by `refresh_subscriptions`)."""
-        # both stores' write-path backends keep the `Outbox` their batches go through
-        outbox: Outbox = self.backend.outbox  # type: ignore[attr-defined]
+        outbox: Outbox = self._backend.outbox  # the batches' outbox (`outbox.py`)
         return outbox.subscriptions
+
+    def _loop_engine(self) -> Engine | None:
+        """The worker's own connection, if its steps run on the loop (see the class)."""
+        backend = self._backend
+        path = getattr(backend, "path", None)  # a SQLite file (PostgreSQL's backend has none)
+        if not isinstance(path, str) or getattr(backend, "synchronous", "") != "NORMAL":
+            return None
+        if self._worker_engine is None:
+            engine = create_engine(URL.create("sqlite", database=path), hide_parameters=True)
+            event.listen(engine, "connect", _never_wait)
+            self._worker_engine = engine
+        return self._worker_engine
+
+    async def _worker_run(
+        self,
+        fn: Callable[Concatenate[Connection, P], Steps[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run the worker's `fn`; on the loop, the loop runs other work at each of its steps."""
+        engine = self._loop_engine()
+        if engine is None:
+
+            def whole(conn: Connection) -> T:
+                return drain(fn(conn, *args, **kwargs))
+
+            return await self._run(whole)
+        try:
+            with engine.connect() as conn:
+                steps = fn(conn, *args, **kwargs)
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as stop:
+                        result: T = stop.value
+                        return result
+                    await asyncio.sleep(0)
+        except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def close_worker(self) -> None:
+        """Close the delivery worker's connection (the worker has stopped)."""
+        engine, self._worker_engine = self._worker_engine, None
+        if engine is not None:
+            engine.dispose()
 
     async def refresh_subscriptions(self) -> frozenset[str]:
         """Read the webhooks' events into `subscriptions`; the events now subscribed."""
@@ -551,24 +737,43 @@ class WebhookQueries:
         return await self._run(list_deliveries, hook_id, after, limit, status)
 
     async def fan_out(self, new_id: Callable[[], str], now: float, max_events: int) -> int:
-        return await self._run(fan_out, new_id, now, max_events)
+        return await self._worker_run(fan_out_steps, new_id, now, max_events)
 
     async def due_deliveries(
         self, now: float, limit: int, busy: Sequence[str] = ()
     ) -> list[DueDelivery]:
-        return await self._run(due, now, limit, busy)
+        return await self._worker_run(_one_step(due), now, limit, busy)
 
     async def record_deliveries(self, outcomes: Sequence[Outcome]) -> None:
-        await self._run(record, outcomes)
+        await self._worker_run(_one_step(record), outcomes)
 
     async def repair_deliveries(self, now: float) -> int:
-        return await self._run(repair, now)
+        return await self._worker_run(_one_step(repair), now)
 
-    async def prune_deliveries(self, before: float) -> int:
-        return await self._run(prune, before)
+    async def prune_deliveries(self, before: float, limit: int = PRUNE_ROWS) -> int:
+        return await self._worker_run(_one_step(prune), before, limit)
 
     async def webhook_backlog(self) -> int:
         return await self._run(pending_count)
+
+
+def _one_step(
+    fn: Callable[Concatenate[Connection, P], T],
+) -> Callable[Concatenate[Connection, P], Steps[T]]:
+    """`fn` (short: one or two statements) as steps, of one step."""
+
+    def steps(conn: Connection, /, *args: P.args, **kwargs: P.kwargs) -> Steps[T]:
+        return fn(conn, *args, **kwargs)
+        yield  # a generator, that never pauses
+
+    return steps
+
+
+def _never_wait(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # as the writer's: no fsync per commit
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer does them
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 __all__ = [

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--allow-private", action="store_true")
-    parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--nice", type=int, default=19)
     args = parser.parse_args(argv)
     with contextlib.suppress(OSError):  # a lower priority is always allowed; just in case
         os.nice(args.nice)

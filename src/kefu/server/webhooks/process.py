@@ -20,7 +20,7 @@ from kefu.store.webhooks import DueDelivery
 
 log = logging.getLogger("kefu.webhooks")
 
-NICE = 10  # added to the child's niceness: the chat's process gets the CPU first
+NICE = 19  # added to the child's niceness (the most): the chat's process gets the CPU first
 RESTART_AFTER = 1.0  # seconds at least between two starts of the child
 
 

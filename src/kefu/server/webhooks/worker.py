@@ -1,26 +1,35 @@
 """The delivery worker: one per deployment (the node, or the cluster's leader).
 
-It loops over the steps of `store/webhooks.py`: fan the outbox out into
-deliveries, record the attempts that finished, start the due deliveries
-(at most `concurrency` at once), and now and then repair subjects left
-without a pending delivery and prune old finished ones. Every state is in
-the database, so a restart or a new leader carries on where it stopped; an
-attempt in flight when its worker died is simply made again (delivery is at
-least once; the receiver keeps the delivery id to drop repeats).
+It works in rounds over the steps of `store/webhooks.py`: record the
+attempts that finished since the last round, fan the outbox out into
+deliveries, and fetch the due deliveries into a small queue; attempts are
+started from that queue as others finish (at most `concurrency` at once),
+without waiting for a round. Now and then it repairs subjects left without a
+pending delivery and prunes old finished deliveries. Every state is in the
+database, so a restart or a new leader carries on where it stopped; an
+attempt in flight when its worker died is made again (delivery is at least
+once; the receiver keeps the delivery id to drop repeats).
 
 **Retries.** A failed attempt is tried again after `retry_base` seconds,
 doubling each time (at most `MAX_DELAY` apart, each delay varied by +-25% so
 failures do not retry in step), until `retry_for` (24 h) after the delivery
 was made; then it is `failed` and the next delivery of its subject goes.
 
-**The chat comes first.** The HTTP attempts are made by a process of their
-own at a lower priority (`child.py`): an attempt costs some forty times the
-CPU of a chat message. What stays here is the database side, on the event
-loop that serves the chat sockets; between rounds the worker measures how
-late the loop runs a short sleep, and while the loop is busy (late by more
-than `BUSY_LAG`) it waits longer and longer (up to `MAX_PAUSE`). Under heavy
-load the outbox grows, and is delivered when the load drops; the writer only
-ever adds one outbox row per batch of messages.
+**The chat comes first.** The worker shares the event loop (and, with
+SQLite, the database's one write lock) with the chat, so its share is
+bounded three ways:
+
+* the HTTP attempts are made by a process of their own at a lower priority
+  (`child.py`): one costs some forty times the CPU of a chat message;
+* a round's database work is small (`FAN_OUT_EVENTS`, `PREFETCH`), and the
+  next round waits until the worker has used at most `BUDGET` of the time
+  since the round began (and at least `ROUND_GAP`);
+* while the loop runs late (by more than `BUSY_LAG`: it is busy with the
+  chat), rounds wait longer and longer, up to `MAX_PAUSE`.
+
+So under heavy chat load deliveries fall behind (the outbox grows; the
+writer only adds one row per batch of messages) and catch up when it eases;
+at most some `PREFETCH / ROUND_GAP` attempts a second are made.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -38,21 +48,31 @@ from kefu.server.metrics import WebhookDeliveries
 from kefu.server.webhooks.process import ProcessSender
 from kefu.server.webhooks.sender import Attempt
 from kefu.store.base import StoreError
-from kefu.store.webhooks import KEEP_FINISHED, DueDelivery, Outcome, WebhookQueries
+from kefu.store.webhooks import (
+    KEEP_FINISHED,
+    PRUNE_ROWS,
+    DueDelivery,
+    Outcome,
+    WebhookQueries,
+)
 
 log = logging.getLogger("kefu.webhooks")
 
-CONCURRENCY = 8  # attempts in flight at once
+CONCURRENCY = 16  # attempts in flight at once
+PREFETCH = 32  # due deliveries fetched ahead, attempts in flight included
 RETRY_FOR = 24 * 3600.0  # seconds a delivery is retried for
 MAX_DELAY = 3600.0  # most seconds between two attempts of a delivery
-FAN_OUT_EVENTS = 500  # events fanned out per transaction
+FAN_OUT_EVENTS = 32  # events fanned out per round (a transaction of a millisecond or so)
+BUDGET = 0.1  # the most of its time a round may spend working, rather than waiting
+ROUND_GAP = 0.05  # seconds at least between the starts of two busy rounds
 IDLE_POLL = 0.25  # seconds between looks at the outbox when there is nothing to do
-BUSY_LAG = 0.004  # a loop later than this runs chat work: webhooks wait
+BUSY_LAG = 0.004  # a loop later than this is busy with the chat: the next round waits
 PROBE = 0.002  # the sleep the lag is measured on
 MAX_PAUSE = 2.0
-STORE_RETRY = 1.0  # seconds before trying the database again after it failed
+STORE_RETRY = 0.2  # seconds before trying the database again after it failed (or was busy)
+LOG_EVERY = 60.0  # seconds at least between two warnings that it failed
 REPAIR_EVERY = 60.0
-PRUNE_EVERY = 3600.0
+PRUNE_EVERY = 60.0  # seconds between prunes, while there is nothing left to prune
 
 
 class Sends(Protocol):
@@ -84,11 +104,12 @@ class DeliveryWorker:
         self.concurrency = concurrency
         self.clock = clock
         self.sender = sender or ProcessSender(allow_private, concurrency)
+        self._queue: deque[DueDelivery] = deque()  # fetched, not started yet
         self._flight: dict[str, asyncio.Task[None]] = {}  # delivery id -> its attempt
         self._done: list[Outcome] = []  # attempts finished, not yet recorded
         self._wake = asyncio.Event()
         self._pause = 0.0
-        self._repaired = self._pruned = 0.0
+        self._repaired = self._prune_at = self._warned = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -106,13 +127,19 @@ class DeliveryWorker:
         """Deliver until cancelled."""
         try:
             while True:
+                began = time.monotonic()
                 try:
                     busy = await self._round()
                 except StoreError as exc:
-                    log.warning("webhook deliveries: the database failed (%s); retrying", exc)
+                    if began - self._warned >= LOG_EVERY:
+                        self._warned = began
+                        log.warning("webhook deliveries: the database failed (%s); retrying", exc)
                     await asyncio.sleep(STORE_RETRY)
                     continue
-                if not busy:
+                if busy:
+                    spent = time.monotonic() - began
+                    await asyncio.sleep(max(ROUND_GAP - spent, spent * (1 - BUDGET) / BUDGET))
+                else:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
@@ -123,10 +150,14 @@ class DeliveryWorker:
                 task.cancel()
             await asyncio.gather(*flight, return_exceptions=True)
             await self.sender.close()
+            if self._done:  # what is known already need not be sent again
+                with contextlib.suppress(StoreError, TimeoutError):
+                    await asyncio.wait_for(self.store.record_deliveries(self._done), 5)
+            self.store.close_worker()
 
     async def _round(self) -> bool:
-        """One pass; True if it did anything (so the next one should not wait)."""
-        if not (self.store.subscriptions.events or self._flight or self._done):
+        """One pass; True if it did anything (so the next one should come soon)."""
+        if not (self.store.subscriptions.events or self._flight or self._done or self._queue):
             return False  # no webhook (as this node last read them): nothing to look at
         now = self.clock()
         if now - self._repaired >= REPAIR_EVERY:
@@ -134,9 +165,9 @@ class DeliveryWorker:
             if repaired:
                 log.warning("webhook deliveries: %d subjects had none pending; freed", repaired)
             self._repaired = now
-        if now - self._pruned >= PRUNE_EVERY:
-            await self.store.prune_deliveries(now - KEEP_FINISHED)
-            self._pruned = now
+        if now >= self._prune_at:  # a little at a time, until nothing is left
+            pruned = await self.store.prune_deliveries(now - KEEP_FINISHED, PRUNE_ROWS)
+            self._prune_at = now + (ROUND_GAP if pruned >= PRUNE_ROWS else PRUNE_EVERY)
         busy = False
         if self._done:
             done, self._done = self._done, []
@@ -148,14 +179,20 @@ class DeliveryWorker:
             busy = True
         if await self.store.fan_out(self.new_id, now, FAN_OUT_EVENTS):
             busy = True
-        free = self.concurrency - len(self._flight)
-        if free > 0:
-            due = await self.store.due_deliveries(now, free, list(self._flight))
-            for delivery in due:
-                task = asyncio.get_running_loop().create_task(self._attempt(delivery))
-                self._flight[delivery.id] = task
+        room = PREFETCH - len(self._queue) - len(self._flight)
+        if room > 0:
+            taken = [*self._flight, *(d.id for d in self._queue)]
+            due = await self.store.due_deliveries(now, room, taken)
+            self._queue.extend(due)
             busy = busy or bool(due)
-        return busy
+        self._dispatch()
+        return busy or bool(self._flight)
+
+    def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue and len(self._flight) < self.concurrency:
+            delivery = self._queue.popleft()
+            self._flight[delivery.id] = loop.create_task(self._attempt(delivery))
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         try:
@@ -166,6 +203,7 @@ class DeliveryWorker:
         finally:
             self._flight.pop(delivery.id, None)
         self._done.append(self.outcome(delivery, attempt))
+        self._dispatch()
         self._wake.set()
 
     def outcome(self, delivery: DueDelivery, attempt: Attempt) -> Outcome:

@@ -18,6 +18,7 @@ from kefu.ids import IdGenerator
 from kefu.server.metrics import WebhookDeliveries
 from kefu.server.webhooks import DeliveryWorker, webhook_store
 from kefu.server.webhooks.addresses import Refused, is_public, parse, resolve
+from kefu.server.webhooks.pacing import FLOOR, MAX_WAIT, Pacer
 from kefu.server.webhooks.sender import Attempt
 from kefu.server.webhooks.signing import headers, new_secret, signature, verify
 from kefu.server.webhooks.worker import MAX_DELAY
@@ -205,3 +206,38 @@ async def test_a_delivery_that_keeps_failing_is_marked_failed_and_the_next_goes(
     assert {b["id"] for b in bodies} == {failed.id, listed["delivered"].id}
     assert bodies[-1]["data"]["queued_at"].endswith(":02.000000Z")
     assert all(r.signed for r in receiver.received)
+
+
+# -- pacing -------------------------------------------------------------------------------------
+class _Clocks:
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def run(self, seconds: float, cpu: float) -> None:
+        """`seconds` pass, in which the process uses `cpu` seconds of CPU."""
+        self.wall += seconds
+        self.cpu += cpu
+
+
+def test_the_worker_takes_a_share_of_what_the_chat_leaves() -> None:
+    clocks = _Clocks()
+    pacer = Pacer(0.1, 0.05, wall=lambda: clocks.wall, cpu=lambda: clocks.cpu)
+
+    def cycle(round_s: float, chat_load: float, wait: float) -> float:
+        clocks.run(wait, wait * chat_load)  # the chat, while the worker waits
+        pacer.begin()
+        clocks.run(round_s, round_s)  # the worker's round (the chat waits meanwhile)
+        return pacer.wait()
+
+    first = cycle(0.01, 0.0, 0.0)  # nothing known of the chat yet: the whole budget
+    assert first == pytest.approx(0.09)
+    idle = cycle(0.01, 0.0, first)
+    assert idle == pytest.approx(0.09) and pacer.load == pytest.approx(0.0)
+    half = cycle(0.01, 0.5, idle)  # the chat at half a core: a quarter of the budget
+    assert pacer.load == pytest.approx(0.45, abs=0.01)
+    assert half > 3 * idle
+    busy = cycle(0.01, 1.0, half)  # the chat takes the whole core: the floor, at most 2 s
+    assert pacer.load == pytest.approx(1.0, abs=0.05)
+    assert busy == pytest.approx(min(MAX_WAIT, 0.01 * (1 - FLOOR) / FLOOR))
+    short = cycle(0.001, 0.0, busy)  # a quick round still leaves the gap before the next
+    assert short == pytest.approx(0.049, abs=0.002)

@@ -17,19 +17,17 @@ was made; then it is `failed` and the next delivery of its subject goes.
 
 **The chat comes first.** The worker shares the event loop (and, with
 SQLite, the database's one write lock) with the chat, so its share is
-bounded three ways:
+bounded:
 
-* the HTTP attempts are made by a process of their own at a lower priority
-  (`child.py`): one costs some forty times the CPU of a chat message;
-* a round's database work is small (`FAN_OUT_EVENTS`, `PREFETCH`), and the
-  next round waits until the worker has used at most `BUDGET` of the time
-  since the round began (and at least `ROUND_GAP`);
-* while the loop runs late (by more than `BUSY_LAG`: it is busy with the
-  chat), rounds wait longer and longer, up to `MAX_PAUSE`.
+* the HTTP attempts are made by a process of their own at the lowest
+  priority (`child.py`): one costs some forty times the CPU of a message;
+* a round's database work is small (`FAN_OUT_EVENTS`, `PREFETCH`) and lets
+  the loop run between its statements (`store/webhooks.py`);
+* the wait between rounds leaves the worker a share of the time that
+  shrinks as the chat gets busier (`pacing.py`).
 
 So under heavy chat load deliveries fall behind (the outbox grows; the
-writer only adds one row per batch of messages) and catch up when it eases;
-at most some `PREFETCH / ROUND_GAP` attempts a second are made.
+writer only adds one row per batch of messages) and catch up when it eases.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ from typing import Protocol
 
 from kefu.server.background import spawn
 from kefu.server.metrics import WebhookDeliveries
+from kefu.server.webhooks.pacing import Pacer
 from kefu.server.webhooks.process import ProcessSender
 from kefu.server.webhooks.sender import Attempt
 from kefu.store.base import StoreError
@@ -59,16 +58,13 @@ from kefu.store.webhooks import (
 log = logging.getLogger("kefu.webhooks")
 
 CONCURRENCY = 16  # attempts in flight at once
-PREFETCH = 32  # due deliveries fetched ahead, attempts in flight included
+PREFETCH = 16  # due deliveries fetched ahead, attempts in flight included
 RETRY_FOR = 24 * 3600.0  # seconds a delivery is retried for
 MAX_DELAY = 3600.0  # most seconds between two attempts of a delivery
-FAN_OUT_EVENTS = 32  # events fanned out per round (a transaction of a millisecond or so)
-BUDGET = 0.1  # the most of its time a round may spend working, rather than waiting
+FAN_OUT_EVENTS = 16  # events fanned out per round (steps of a millisecond or so)
+BUDGET = 0.1  # the share of the time the worker may be busy while the chat is idle (pacing)
 ROUND_GAP = 0.05  # seconds at least between the starts of two busy rounds
 IDLE_POLL = 0.25  # seconds between looks at the outbox when there is nothing to do
-BUSY_LAG = 0.004  # a loop later than this is busy with the chat: the next round waits
-PROBE = 0.002  # the sleep the lag is measured on
-MAX_PAUSE = 2.0
 STORE_RETRY = 0.2  # seconds before trying the database again after it failed (or was busy)
 LOG_EVERY = 60.0  # seconds at least between two warnings that it failed
 REPAIR_EVERY = 60.0
@@ -108,7 +104,7 @@ class DeliveryWorker:
         self._flight: dict[str, asyncio.Task[None]] = {}  # delivery id -> its attempt
         self._done: list[Outcome] = []  # attempts finished, not yet recorded
         self._wake = asyncio.Event()
-        self._pause = 0.0
+        self.pacer = Pacer(BUDGET, ROUND_GAP)
         self._repaired = self._prune_at = self._warned = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -127,23 +123,23 @@ class DeliveryWorker:
         """Deliver until cancelled."""
         try:
             while True:
-                began = time.monotonic()
+                self.pacer.begin()
                 try:
                     busy = await self._round()
                 except StoreError as exc:
-                    if began - self._warned >= LOG_EVERY:
-                        self._warned = began
+                    now = time.monotonic()
+                    if now - self._warned >= LOG_EVERY:
+                        self._warned = now
                         log.warning("webhook deliveries: the database failed (%s); retrying", exc)
                     await asyncio.sleep(STORE_RETRY)
                     continue
+                wait = self.pacer.wait()
                 if busy:
-                    spent = time.monotonic() - began
-                    await asyncio.sleep(max(ROUND_GAP - spent, spent * (1 - BUDGET) / BUDGET))
+                    await asyncio.sleep(wait)
                 else:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
-                await self._yield_to_chat()
+                        await asyncio.wait_for(self._wake.wait(), max(wait, IDLE_POLL))
         finally:
             flight = list(self._flight.values())
             for task in flight:
@@ -229,14 +225,3 @@ class DeliveryWorker:
         delay *= random.uniform(0.75, 1.25)
         next_at = min(now + delay, deadline)
         return Outcome(delivery, False, now, attempt.status, attempt.error, next_at)
-
-    async def _yield_to_chat(self) -> None:
-        """Wait while the loop is busy with other work (see the module docstring)."""
-        start = time.monotonic()
-        await asyncio.sleep(PROBE)
-        late = time.monotonic() - start - PROBE
-        if late <= BUSY_LAG:
-            self._pause = 0.0
-            return
-        self._pause = min(MAX_PAUSE, max(0.05, self._pause * 2))
-        await asyncio.sleep(self._pause)

@@ -38,6 +38,9 @@ class RouteTable:
     def __init__(self) -> None:
         self._by_conversation: dict[str, RouteEntry] = {}
         self._by_user_socket: dict[str, RouteEntry] = {}
+        # a waiter's socket -> its routes by conversation (a waiter resuming after a restart must
+        # not scan every conversation: thousands of them come back at once)
+        self._by_waiter_socket: dict[str, dict[str, RouteEntry]] = {}
         self._nodes: dict[str, _NodeRef] = {}  # a socket on another node -> that node
 
     def put(self, entry: RouteEntry) -> None:
@@ -46,6 +49,9 @@ class RouteTable:
         self._by_conversation[entry.conversation_id] = entry
         if entry.user_socket is not None:
             self._by_user_socket[entry.user_socket] = entry
+        if entry.waiter_socket is not None:
+            by_id = self._by_waiter_socket.setdefault(entry.waiter_socket, {})
+            by_id[entry.conversation_id] = entry
         for socket, node in _placed(entry):
             ref = self._nodes.get(socket)
             if ref is None:
@@ -61,6 +67,11 @@ class RouteTable:
         socket = entry.user_socket
         if socket is not None and self._by_user_socket.get(socket) is entry:
             del self._by_user_socket[socket]
+        waiter = entry.waiter_socket
+        if waiter is not None:
+            by_id = self._by_waiter_socket.get(waiter)
+            if by_id is not None and by_id.pop(conversation_id, None) is not None and not by_id:
+                del self._by_waiter_socket[waiter]
         for sock, _node in _placed(entry):
             ref = self._nodes.get(sock)
             if ref is not None:
@@ -80,7 +91,7 @@ class RouteTable:
         return self._by_user_socket.get(socket)
 
     def of_waiter_socket(self, socket: str) -> list[RouteEntry]:
-        return [r for r in self._by_conversation.values() if r.waiter_socket == socket]
+        return list(self._by_waiter_socket.get(socket, {}).values())
 
     def node_of(self, socket: str) -> str | None:
         """The node holding `socket`, as the routes naming it say (a cluster)."""

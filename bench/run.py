@@ -990,7 +990,8 @@ The benchmark in `bench/` (see `bench/README.md`) measures kefu against (b) the
 Python wire limit, a picows + uvloop relay with the same topology and no JSON
 or database, and (c) what a team would otherwise build, Django Channels on
 daphne with channels_redis groups and one ORM save per message. This page
-keeps the latest full run; `make bench` refreshes it.
+keeps the latest full run; `make bench` refreshes it (and keeps the sections
+below it, which other benchmarks write).
 
 Reproduce: `{command}` (the full run takes 12-15 minutes, `--quick` 2-4).
 
@@ -1011,7 +1012,10 @@ by neither the server nor the generator during the window (a shared box):
 such rows are noisier. Latency "from the scheduled time" includes any delay
 in sending (no coordinated omission); "send lag" is that delay alone.
 """
-    doc.write_text(body)
+    # sections written by other benchmarks (## Restart storm, from restart_storm.py) stay
+    old = doc.read_text() if doc.exists() else ""
+    kept = old.find("\n## ")
+    doc.write_text(body + (old[kept:] if kept >= 0 else ""))
     log(f"wrote {doc}")
 
 

@@ -1,5 +1,5 @@
 """The webhook outbox and deliveries on every store: events written with their change, fanned
-out in order, one delivery at a time per subject (`store/outbox.py`, `store/webhooks.py`)."""
+out in order, one delivery at a time per subject (`store/outbox.py`, `store/webhooks/`)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ commits or rolls back with the change. Two writers add rows:
   backend asks `Outbox.rows(ops, results)` for the rows of a batch it has just
   run and inserts them all with **one statement**, before its COMMIT. A run
   of consecutive messages is one row (`ref`: their ids), so a batch of
-  messages costs one row, and the worker expands it (`store/webhooks.py`);
+  messages costs one row, and the worker expands it (`store/webhooks/fanout.py`);
 * the account changes of the admin API (`queries.create_account`,
   `update_account`, `erase_account`): `account_event` in their transaction.
 

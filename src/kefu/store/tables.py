@@ -158,7 +158,7 @@ leader_epoch = Table(
 )
 
 
-# -- webhooks (migration 0008; `store/webhooks.py`, `store/outbox.py`) ----------------------
+# -- webhooks (migration 0008; `store/webhooks/`, `store/outbox.py`) ----------------------
 # `events` is a JSON list of event names, or ["*"]; `secret` signs every delivery.
 webhooks = Table(
     "webhooks",
@@ -197,7 +197,7 @@ webhook_outbox = Table(
 
 # One event to one webhook. Per (webhook, subject) one delivery at a time is `pending`
 # (tried when `next_at` comes), the later ones `waiting` behind it in `seq` order; when
-# it is `delivered` or `failed` the next is made pending (`store/webhooks.py`). `body`
+# it is `delivered` or `failed` the next is made pending (`store/webhooks/attempts.py`). `body`
 # is the JSON sent (cleared once final). `seq`: the outbox row's seq * 2**16 + the
 # event's place in that row.
 webhook_deliveries = Table(

@@ -1,6 +1,6 @@
 """The delivery worker: one per deployment (the node, or the cluster's leader).
 
-It works in rounds over the steps of `store/webhooks.py`: record the
+It works in rounds over the steps of `store/webhooks/`: record the
 attempts that finished since the last round, fan the outbox out into
 deliveries, and fetch the due deliveries into a small queue; attempts are
 started from that queue as others finish (at most `concurrency` at once),
@@ -22,7 +22,7 @@ bounded:
 * the HTTP attempts are made by a process of their own at the lowest
   priority (`child.py`): one costs some forty times the CPU of a message;
 * a round's database work is small (`FAN_OUT_EVENTS`, `PREFETCH`) and lets
-  the loop run between its statements (`store/webhooks.py`);
+  the loop run between its statements (`store/webhooks/fanout.py`);
 * the wait between rounds leaves the worker a share of the time that
   shrinks as the chat gets busier (`pacing.py`).
 

@@ -53,15 +53,19 @@ MAX_LIMIT = 1000
 _PROFILE_COLS = ("id", "username", "nickname", "avatar")
 
 
-def _clamp(limit: int) -> int:
+def clamp_limit(limit: int) -> int:
+    """`limit` within 1..MAX_LIMIT."""
     return max(1, min(limit, MAX_LIMIT))
 
 
-def _profile_cols(alias: FromClause, prefix: str) -> list[Any]:
+def profile_columns(alias: FromClause, prefix: str) -> list[Any]:
+    """An account's profile columns, labelled `<prefix>_<column>` (for `profile_of`)."""
     return [alias.c[name].label(f"{prefix}_{name}") for name in _PROFILE_COLS]
 
 
-def _profile(row: RowMapping, prefix: str, fallback_id: str) -> Profile:
+def profile_of(row: RowMapping, prefix: str, fallback_id: str) -> Profile:
+    """The profile of an account joined under `prefix` (`profile_columns`); one that is not
+    there is named by its id."""
     if row[f"{prefix}_id"] is None:
         return Profile(id=fallback_id, username=fallback_id)
     return Profile(
@@ -220,7 +224,7 @@ def list_accounts(
     if after is not None:
         at = select(a.c.created_at).where(a.c.id == after).scalar_subquery()
         query = query.where(or_(a.c.created_at < at, and_(a.c.created_at == at, a.c.id < after)))
-    query = query.order_by(a.c.created_at.desc(), a.c.id.desc()).limit(_clamp(limit))
+    query = query.order_by(a.c.created_at.desc(), a.c.id.desc()).limit(clamp_limit(limit))
     return [_account_of(row) for row in conn.execute(query).mappings()]
 
 
@@ -368,7 +372,7 @@ def _entries(conn: Connection, query: Select[Any]) -> list[HistoryEntry]:
     s = accounts.alias("s")
     r = accounts.alias("r")
     full = (
-        select(m, *_profile_cols(s, "s"), *_profile_cols(r, "r"))
+        select(m, *profile_columns(s, "s"), *profile_columns(r, "r"))
         .select_from(
             m.outerjoin(s, s.c.id == m.c.sender_id).outerjoin(r, r.c.id == m.c.receiver_id)
         )
@@ -381,8 +385,8 @@ def _history_entry(row: RowMapping, prefix: str = "") -> HistoryEntry:
     return HistoryEntry(
         id=row[f"{prefix}id"],
         type=row[f"{prefix}type"],
-        sender=_profile(row, "s", row[f"{prefix}sender_id"]),
-        receiver=_profile(row, "r", row[f"{prefix}receiver_id"]),
+        sender=profile_of(row, "s", row[f"{prefix}sender_id"]),
+        receiver=profile_of(row, "r", row[f"{prefix}receiver_id"]),
         payload=json.loads(row[f"{prefix}payload"]),
         created=from_us(row[f"{prefix}created_at"]),
     )
@@ -400,7 +404,7 @@ def history(conn: Connection, user_id: str, before: str | None, limit: int) -> l
     picks its plan by its statistics (for a user with many recent messages,
     walking the newest ids and keeping the user's).
     """
-    limit = _clamp(limit)
+    limit = clamp_limit(limit)
     c = conversations
     theirs = select(c.c.id).where(c.c.user_id == user_id)
     ids = select(messages.c.id).where(messages.c.conversation_id.in_(theirs))
@@ -465,7 +469,7 @@ def sessions(conn: Connection, waiter_id: str, limit: int) -> list[SessionEntry]
         select(ranked.c.id, ranked.c.user_id, ranked.c.opened_at)
         .where(ranked.c.rn == 1)
         .order_by(ranked.c.opened_at.desc(), ranked.c.id.desc())
-        .limit(_clamp(limit))
+        .limit(clamp_limit(limit))
         .subquery("top")
     )
     m, u, s, r = messages.alias("m"), accounts.alias("u"), accounts.alias("s"), accounts.alias("r")
@@ -479,10 +483,10 @@ def sessions(conn: Connection, waiter_id: str, limit: int) -> list[SessionEntry]
             top.c.id.label("cid"),
             top.c.user_id.label("uid"),
             top.c.opened_at,
-            *_profile_cols(u, "u"),
+            *profile_columns(u, "u"),
             *[col.label(f"m_{col.name}") for col in m.c],
-            *_profile_cols(s, "s"),
-            *_profile_cols(r, "r"),
+            *profile_columns(s, "s"),
+            *profile_columns(r, "r"),
         )
         .select_from(
             top.outerjoin(u, u.c.id == top.c.user_id)
@@ -500,7 +504,7 @@ def sessions(conn: Connection, waiter_id: str, limit: int) -> list[SessionEntry]
     return [
         SessionEntry(
             conversation_id=row["cid"],
-            user=_profile(row, "u", row["uid"]),
+            user=profile_of(row, "u", row["uid"]),
             waiter=waiter_profile,
             latest=None if row["m_id"] is None else _history_entry(row, "m_"),
             created=from_us(row["opened_at"]),
@@ -514,17 +518,17 @@ def load_open_state(conn: Connection) -> OpenState:
     q = queue_entries
     u = accounts.alias("u")
     rows = conn.execute(
-        select(q.c.user_id, q.c.queued_at, *_profile_cols(u, "u"))
+        select(q.c.user_id, q.c.queued_at, *profile_columns(u, "u"))
         .select_from(q.outerjoin(u, u.c.id == q.c.user_id))
         .order_by(q.c.queued_at, q.c.seq)
     ).mappings()
     queue = [
-        QueueEntry(_profile(row, "u", row["user_id"]), from_us(row["queued_at"])) for row in rows
+        QueueEntry(profile_of(row, "u", row["user_id"]), from_us(row["queued_at"])) for row in rows
     ]
     c = conversations
     w = accounts.alias("w")
     rows = conn.execute(
-        select(*_conversation_cols(), *_profile_cols(u, "u"), *_profile_cols(w, "w"))
+        select(*_conversation_cols(), *profile_columns(u, "u"), *profile_columns(w, "w"))
         .select_from(c.outerjoin(u, u.c.id == c.c.user_id).outerjoin(w, w.c.id == c.c.waiter_id))
         .where(c.c.closed_at.is_(None))
         .order_by(c.c.opened_at, c.c.id)
@@ -532,8 +536,8 @@ def load_open_state(conn: Connection) -> OpenState:
     open_ = [
         (
             _conversation(row),
-            _profile(row, "u", row["c_user_id"]),
-            _profile(row, "w", row["c_waiter_id"]),
+            profile_of(row, "u", row["c_user_id"]),
+            profile_of(row, "w", row["c_waiter_id"]),
         )
         for row in rows
     ]

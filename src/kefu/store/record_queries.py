@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, FromClause, Select, and_, func, or_, select, true
+from sqlalchemy import Connection, Select, and_, func, or_, select, true
 from sqlalchemy.engine import RowMapping
 
-from kefu.core.model import Profile
+from kefu.store.queries import MAX_LIMIT, clamp_limit, profile_columns, profile_of
 from kefu.store.records import (
     ConversationFilter,
     ConversationRecord,
@@ -46,28 +46,7 @@ from kefu.store.tables import (
     to_us,
 )
 
-MAX_PAGE = 1000
-_PROFILE = ("id", "username", "nickname", "avatar")
-
-
-def _clamp(limit: int) -> int:
-    return max(1, min(limit, MAX_PAGE))
-
-
-def _cols(alias: FromClause, prefix: str) -> list[Any]:
-    return [alias.c[name].label(f"{prefix}_{name}") for name in _PROFILE]
-
-
-def _profile(row: RowMapping, prefix: str, fallback_id: str) -> Profile:
-    """The profile of a joined account; an account that is not there is named by its id."""
-    if row[f"{prefix}_id"] is None:
-        return Profile(id=fallback_id, username=fallback_id)
-    return Profile(
-        id=row[f"{prefix}_id"],
-        username=row[f"{prefix}_username"],
-        nickname=row[f"{prefix}_nickname"],
-        avatar=row[f"{prefix}_avatar"] or "",
-    )
+MAX_PAGE = MAX_LIMIT
 
 
 def _seconds(us: int | None) -> float | None:
@@ -78,7 +57,8 @@ def _seconds(us: int | None) -> float | None:
 def _conversations_query(extra: list[Any] | None = None) -> Select[Any]:
     c = conversations
     u, w = accounts.alias("u"), accounts.alias("w")
-    return select(c, *_cols(u, "u"), *_cols(w, "w"), *(extra or [])).select_from(
+    people = [*profile_columns(u, "u"), *profile_columns(w, "w")]
+    return select(c, *people, *(extra or [])).select_from(
         c.outerjoin(u, u.c.id == c.c.user_id).outerjoin(w, w.c.id == c.c.waiter_id)
     )
 
@@ -86,8 +66,8 @@ def _conversations_query(extra: list[Any] | None = None) -> Select[Any]:
 def _conversation(row: RowMapping, count: int | None = None) -> ConversationRecord:
     return ConversationRecord(
         id=row["id"],
-        user=_profile(row, "u", row["user_id"]),
-        waiter=_profile(row, "w", row["waiter_id"]),
+        user=profile_of(row, "u", row["user_id"]),
+        waiter=profile_of(row, "w", row["waiter_id"]),
         opened_at=from_us(row["opened_at"]),
         queued_at=_seconds(row["queued_at"]),
         closed_at=_seconds(row["closed_at"]),
@@ -133,7 +113,7 @@ def list_conversations(
         else:
             query = query.where(or_(c.c.opened_at < at, and_(c.c.opened_at == at, c.c.id < cid)))
     order = (c.c.opened_at, c.c.id) if oldest_first else (c.c.opened_at.desc(), c.c.id.desc())
-    query = query.order_by(*order).limit(_clamp(limit))
+    query = query.order_by(*order).limit(clamp_limit(limit))
     return [_conversation(row) for row in conn.execute(query).mappings()]
 
 
@@ -163,7 +143,7 @@ def list_queued(
         return []
     q = queue_entries
     u = accounts.alias("u")
-    query = select(q, *_cols(u, "u")).select_from(q.outerjoin(u, u.c.id == q.c.user_id))
+    query = select(q, *profile_columns(u, "u")).select_from(q.outerjoin(u, u.c.id == q.c.user_id))
     if where.user_id is not None:
         query = query.where(q.c.user_id == where.user_id)
     if where.since is not None:
@@ -173,9 +153,9 @@ def list_queued(
     if after is not None:
         at, seq = after
         query = query.where(or_(q.c.queued_at > at, and_(q.c.queued_at == at, q.c.seq > seq)))
-    query = query.order_by(q.c.queued_at, q.c.seq).limit(_clamp(limit))
+    query = query.order_by(q.c.queued_at, q.c.seq).limit(clamp_limit(limit))
     return [
-        QueuedRecord(_profile(row, "u", row["user_id"]), from_us(row["queued_at"]), row["seq"])
+        QueuedRecord(profile_of(row, "u", row["user_id"]), from_us(row["queued_at"]), row["seq"])
         for row in conn.execute(query).mappings()
     ]
 
@@ -187,19 +167,19 @@ def conversation_messages(
     m = messages
     s = accounts.alias("s")
     query = (
-        select(m, *_cols(s, "s"))
+        select(m, *profile_columns(s, "s"))
         .select_from(m.outerjoin(s, s.c.id == m.c.sender_id))
         .where(m.c.conversation_id == conversation_id)
     )
     if after is not None:
         query = query.where(m.c.id > after)
-    query = query.order_by(m.c.id).limit(_clamp(limit))
+    query = query.order_by(m.c.id).limit(clamp_limit(limit))
     return [
         MessageRecord(
             id=row["id"],
             conversation_id=row["conversation_id"],
             type=row["type"],
-            sender=_profile(row, "s", row["sender_id"]),
+            sender=profile_of(row, "s", row["sender_id"]),
             receiver_id=row["receiver_id"],
             payload=json.loads(row["payload"]),
             created=from_us(row["created_at"]),

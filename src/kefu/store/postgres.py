@@ -48,16 +48,12 @@ from kefu.store.admin import AdminQueries
 from kefu.store.base import (
     Account,
     Appended,
-    Conversation,
     Fenced,
-    HistoryEntry,
     NewMessage,
-    OpenState,
-    SessionEntry,
-    StoredMessage,
     StoreError,
     StoreUnavailable,
 )
+from kefu.store.chat_reads import ChatReads
 from kefu.store.edge import StoreEdge
 from kefu.store.outbox import Outbox, Subscriptions
 from kefu.store.reports import Reports
@@ -307,7 +303,7 @@ class PgBackend:
         return None
 
 
-class PostgresStore(AdminQueries, Reports, WebhookQueries, StoreEdge):
+class PostgresStore(AdminQueries, ChatReads, Reports, WebhookQueries, StoreEdge):
     """The `Store` protocol on PostgreSQL (see the module docstring for limits)."""
 
     def __init__(
@@ -375,22 +371,3 @@ class PostgresStore(AdminQueries, Reports, WebhookQueries, StoreEdge):
 
     async def upsert_account(self, account: Account) -> None:
         await self._run(queries.upsert_account, account, self._clock())
-
-    async def history(
-        self, user_id: str, before: str | None = None, limit: int = 100
-    ) -> list[HistoryEntry]:
-        return await self._run(queries.history, user_id, before, limit)
-
-    async def sessions(self, waiter_id: str, limit: int = 100) -> list[SessionEntry]:
-        return await self._run(queries.sessions, waiter_id, limit)
-
-    async def latest_conversation(self, user_id: str) -> Conversation | None:
-        return await self._run(queries.latest_conversation, user_id)
-
-    async def messages_after(
-        self, conversation_id: str, after_id: str, limit: int = 1000
-    ) -> list[StoredMessage]:
-        return await self._run(queries.messages_after, conversation_id, after_id, limit)
-
-    async def load_open_state(self) -> OpenState:
-        return await self._run(queries.load_open_state)

@@ -49,13 +49,9 @@ from kefu.store.admin import AdminQueries
 from kefu.store.base import (
     Account,
     AccountExists,
-    Conversation,
-    HistoryEntry,
-    OpenState,
-    SessionEntry,
-    StoredMessage,
     StoreError,
 )
+from kefu.store.chat_reads import ChatReads
 from kefu.store.edge import StoreEdge
 from kefu.store.reports import Reports
 from kefu.store.sqlite.backend import SqliteBackend, sqlite_path
@@ -71,7 +67,7 @@ T = TypeVar("T")
 DRIVER_ERRORS = (sqlite3.Error, SQLAlchemyError)
 
 
-class SqliteStore(AdminQueries, Reports, WebhookQueries, StoreEdge):
+class SqliteStore(AdminQueries, ChatReads, Reports, WebhookQueries, StoreEdge):
     """The `Store` protocol on one SQLite file (see the module docstring for limits)."""
 
     def __init__(
@@ -180,22 +176,3 @@ class SqliteStore(AdminQueries, Reports, WebhookQueries, StoreEdge):
             raise ValueError("only external accounts are upserted (from host tokens)")
         if not await self.writer.call(UpsertAccount(account, self._clock())):
             raise AccountExists(f"account {account.id!r} / {account.username!r} is taken")
-
-    async def history(
-        self, user_id: str, before: str | None = None, limit: int = 100
-    ) -> list[HistoryEntry]:
-        return await self._run(queries.history, user_id, before, limit)
-
-    async def sessions(self, waiter_id: str, limit: int = 100) -> list[SessionEntry]:
-        return await self._run(queries.sessions, waiter_id, limit)
-
-    async def latest_conversation(self, user_id: str) -> Conversation | None:
-        return await self._run(queries.latest_conversation, user_id)
-
-    async def messages_after(
-        self, conversation_id: str, after_id: str, limit: int = 1000
-    ) -> list[StoredMessage]:
-        return await self._run(queries.messages_after, conversation_id, after_id, limit)
-
-    async def load_open_state(self) -> OpenState:
-        return await self._run(queries.load_open_state)

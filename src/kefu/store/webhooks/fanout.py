@@ -35,7 +35,7 @@ from kefu.store.webhooks.model import (
     WAITING,
     Steps,
     drain,
-    names,
+    event_names,
 )
 
 
@@ -220,7 +220,7 @@ def fan_out_steps(
             taken.append(r["seq"])
         rows = [r for r in rows if r["seq"] in set(taken)]
         hooks = [
-            (h, subscribed(names(e)))
+            (h, subscribed(event_names(e)))
             for h, e in conn.execute(select(webhooks.c.id, webhooks.c.events))
         ]
         wanted = frozenset().union(*(names for _, names in hooks))

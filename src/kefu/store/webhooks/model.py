@@ -72,7 +72,7 @@ class Outcome:
     next_at: float | None = None
 
 
-def names(events: str) -> list[str]:
+def event_names(events: str) -> list[str]:
     """A webhook's stored `events` (JSON) as names; [] for anything else."""
     try:
         parsed = json.loads(events)

@@ -15,7 +15,7 @@ from kefu.store.webhooks.model import (
     Delivery,
     Status,
     Webhook,
-    names,
+    event_names,
 )
 
 
@@ -23,7 +23,7 @@ def _webhook(row: RowMapping) -> Webhook:
     return Webhook(
         id=row["id"],
         url=row["url"],
-        events=tuple(names(row["events"])),
+        events=tuple(event_names(row["events"])),
         created_at=from_us(row["created_at"]),
         secret=row["secret"],
     )
@@ -64,7 +64,7 @@ def delete_webhook(conn: Connection, hook_id: str) -> bool:
 
 def subscriptions(conn: Connection) -> list[list[str]]:
     """The `events` of every webhook (what `Subscriptions.set` takes)."""
-    return [names(events) for events in conn.execute(select(webhooks.c.events)).scalars()]
+    return [event_names(events) for events in conn.execute(select(webhooks.c.events)).scalars()]
 
 
 def _shown(status: str) -> Status:

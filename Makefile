@@ -20,9 +20,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/browser-deps.sh
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -n 2
 	# the chat sockets on the plain transport (KEFU_TRANSPORT=plain; tests/support/servers.py)
-	KEFU_TEST_TRANSPORT=plain $(BIN)/pytest -q -rs tests/server/test_chat.py \
+	KEFU_TEST_TRANSPORT=plain $(BIN)/pytest -q -rs -n 2 tests/server/test_chat.py \
 		tests/server/test_queue.py tests/server/test_lifecycle.py tests/server/test_errors.py \
 		tests/reliability/test_resume.py tests/reliability/test_slow_reader.py -k "not idle"
 

@@ -241,3 +241,24 @@ def test_the_worker_takes_a_share_of_what_the_chat_leaves() -> None:
     assert busy == pytest.approx(min(MAX_WAIT, 0.01 * (1 - FLOOR) / FLOOR))
     short = cycle(0.001, 0.0, busy)  # a quick round still leaves the gap before the next
     assert short == pytest.approx(0.049, abs=0.002)
+
+
+def test_the_chat_running_between_a_rounds_steps_is_not_charged_to_the_worker() -> None:
+    clocks = _Clocks()
+    pacer = Pacer(0.1, 0.0, wall=lambda: clocks.wall, cpu=lambda: clocks.cpu)
+
+    def cycle(steps_s: float, chat_in_round_s: float, wait: float, busy: bool) -> float:
+        clocks.run(wait, 0.0)  # the chat idle while the worker waits
+        pacer.begin()
+        clocks.run(steps_s + chat_in_round_s, steps_s + chat_in_round_s)
+        return pacer.wait(steps_s if busy else None)
+
+    # a round whose steps held the loop 2 ms, with 8 ms of chat work between them
+    whole = cycle(0.002, 0.008, 0.0, busy=False)
+    assert whole == pytest.approx(0.010 * 0.9 / 0.1)  # charged for all 10 ms
+    pacer = Pacer(0.1, 0.0, wall=lambda: clocks.wall, cpu=lambda: clocks.cpu)
+    first = cycle(0.002, 0.008, 0.0, busy=True)
+    assert first == pytest.approx(0.002 * 0.9 / 0.1)  # charged for its 2 ms only
+    cycle(0.002, 0.008, first, busy=True)
+    # the 8 ms between the steps are the chat's load: 8 ms of a 28 ms cycle
+    assert pacer.load == pytest.approx(0.008 / (first + 0.010), abs=0.01)

@@ -63,7 +63,7 @@ RETRY_FOR = 24 * 3600.0  # seconds a delivery is retried for
 MAX_DELAY = 3600.0  # most seconds between two attempts of a delivery
 FAN_OUT_EVENTS = 16  # events fanned out per round (steps of a millisecond or so)
 BUDGET = 0.1  # the share of the time the worker may be busy while the chat is idle (pacing)
-ROUND_GAP = 0.05  # seconds at least between the starts of two busy rounds
+ROUND_GAP = 0.01  # seconds at least between the starts of two busy rounds
 IDLE_POLL = 0.25  # seconds between looks at the outbox when there is nothing to do
 STORE_RETRY = 0.2  # seconds before trying the database again after it failed (or was busy)
 LOG_EVERY = 60.0  # seconds at least between two warnings that it failed
@@ -124,6 +124,7 @@ class DeliveryWorker:
         try:
             while True:
                 self.pacer.begin()
+                held = self.store.worker_busy
                 try:
                     busy = await self._round()
                 except StoreError as exc:
@@ -133,7 +134,7 @@ class DeliveryWorker:
                         log.warning("webhook deliveries: the database failed (%s); retrying", exc)
                     await asyncio.sleep(STORE_RETRY)
                     continue
-                wait = self.pacer.wait()
+                wait = self.pacer.wait(self.store.worker_busy - held)
                 if busy:
                     await asyncio.sleep(wait)
                 else:

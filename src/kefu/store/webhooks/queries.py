@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -55,6 +56,9 @@ class WebhookQueries:
     """
 
     _worker_engine: Engine | None = None
+    # seconds the worker's steps have held the event loop (what its pacing charges it for:
+    # the chat's work between its steps is the chat's)
+    worker_busy: float = 0.0
 
     async def _run(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -96,16 +100,23 @@ class WebhookQueries:
             def whole(conn: Connection) -> T:
                 return drain(fn(conn, *args, **kwargs))
 
-            return await self._run(whole)
+            began = time.perf_counter()
+            try:
+                return await self._run(whole)
+            finally:  # elsewhere than on the loop: counted whole, to be safe
+                self.worker_busy += time.perf_counter() - began
         try:
             with engine.connect() as conn:
                 steps = fn(conn, *args, **kwargs)
                 while True:
+                    began = time.perf_counter()
                     try:
                         next(steps)
                     except StopIteration as stop:
                         result: T = stop.value
                         return result
+                    finally:
+                        self.worker_busy += time.perf_counter() - began
                     await asyncio.sleep(0)
         except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc

@@ -8,8 +8,10 @@ from kefu.core.model import Profile
 from kefu.core.switchboard import Live, QueuedRow, WaiterRow
 from kefu.instants import BadInstant, parse_instant
 from kefu.server.api.conversations import wants_csv
-from kefu.server.api.stats import Durations, percentile
+from kefu.server.api.stats import Durations
 from kefu.server.live import LiveView, from_json, to_json
+from kefu.store.record_queries import nearest_rank
+from kefu.store.records import Spread
 from kefu.transcript import lines, safe_cell
 
 
@@ -68,12 +70,14 @@ def test_cells_a_spreadsheet_would_run_become_text() -> None:
 
 
 def test_percentiles_are_nearest_rank() -> None:
-    values = [4.0, 1.0, 3.0, 2.0, 10.0]
-    ordered = sorted(values)
-    assert [percentile(ordered, p) for p in (1, 20, 21, 50, 90, 100)] == [1, 1, 2, 3, 10, 10]
-    assert Durations.of(values) == Durations(count=5, mean=4.0, p50=3.0, p90=10.0)
-    assert Durations.of([]) == Durations(count=0, mean=None, p50=None, p90=None)
-    assert Durations.of([2.5]) == Durations(count=1, mean=2.5, p50=2.5, p90=2.5)
+    # of 5 sorted values [1, 2, 3, 4, 10]: p1 and p20 are the 1st, p21 the 2nd, p50 the 3rd
+    assert [nearest_rank(5, p) for p in (1, 20, 21, 50, 90, 100)] == [1, 1, 2, 3, 5, 5]
+    assert nearest_rank(1, 50) == nearest_rank(1, 90) == 1
+    assert nearest_rank(10, 90) == 9 and nearest_rank(11, 90) == 10
+    assert Durations.of(Spread()) == Durations(count=0, mean=None, p50=None, p90=None)
+    assert Durations.of(Spread(3, 2.00049, 1.0004, 7.1236)) == Durations(
+        count=3, mean=2.0, p50=1.0, p90=7.124
+    )
 
 
 def test_the_live_view_survives_the_snapshot() -> None:

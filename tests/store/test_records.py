@@ -14,7 +14,7 @@ from typing import Any
 from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversation
 from kefu.core.model import CloseReason
 from kefu.store.base import Appended, NewMessage, Store
-from kefu.store.records import ConversationFilter, ConversationState, Purged
+from kefu.store.records import ConversationFilter, ConversationState, Purged, Spread
 
 from .conftest import ALICE, BOB, CAROL, DAVE
 
@@ -117,19 +117,23 @@ async def test_departures_listings_and_transcripts(store: Store, people: Any, ha
     assert [m.id for m in await store.conversation_messages("c1", "m1", 1)] == ["m2"]
 
 
-async def test_stats_rows(store: Store, people: Any) -> None:
+async def test_period_stats(store: Store, people: Any) -> None:
     await history(store)
-    rows = await store.stats_rows(0.0, 1000.0)
-    assert (rows.conversations, rows.served, rows.left) == (2, 2, 1)
-    assert sorted(rows.waits) == [5.0, 30.0]
-    assert rows.first_replies == [3.0]  # c2 has no message from dave
-    assert rows.handling == [15.0]  # c2 is open
-    assert rows.ratings == {4: 1}
-    later = await store.stats_rows(150.0, 1000.0)  # c2 and carol's second wait only
-    assert (later.conversations, later.served, later.left, later.waits) == (1, 1, 0, [30.0])
-    assert (later.first_replies, later.handling, later.ratings) == ([], [], {})
-    nothing = await store.stats_rows(1000.0, 2000.0)
-    assert (nothing.conversations, nothing.served, nothing.waits) == (0, 0, [])
+    stats = await store.period_stats(0.0, 1000.0)
+    assert (stats.conversations, stats.served, stats.left) == (2, 2, 1)
+    # waits 5 and 30: the nearest-rank p50 is the first, p90 the second
+    assert stats.waits == Spread(count=2, mean=17.5, p50=5.0, p90=30.0)
+    assert stats.first_replies == Spread(1, 3.0, 3.0, 3.0)  # c2 has no message from dave
+    assert stats.handling == Spread(1, 15.0, 15.0, 15.0)  # c2 is open
+    assert stats.ratings == {4: 1}
+    later = await store.period_stats(150.0, 1000.0)  # c2 and carol's second wait only
+    assert (later.conversations, later.served, later.left) == (1, 1, 0)
+    assert later.waits == Spread(1, 30.0, 30.0, 30.0)
+    assert (later.first_replies, later.handling, later.ratings) == (Spread(), Spread(), {})
+    nothing = await store.period_stats(1000.0, 2000.0)
+    assert (nothing.conversations, nothing.served, nothing.waits) == (0, 0, Spread())
+    # a century: nothing is read into memory, so any length is fine
+    assert (await store.period_stats(0.0, 100 * 365 * 86400.0)) == stats
 
 
 async def test_purge_batches(store: Store, people: Any, harness: Any) -> None:

@@ -35,9 +35,9 @@ from kefu.store.records import (
     ConversationFilter,
     ConversationRecord,
     MessageRecord,
+    PeriodStats,
     Purged,
     QueuedRecord,
-    StatsRows,
 )
 
 LifecycleWrite = Enqueue | Dequeue | OpenConversation | CloseConversation
@@ -400,8 +400,8 @@ class Store(Protocol):
     ) -> list[MessageRecord]:
         """A conversation's messages by id, after the id `after`."""
 
-    async def stats_rows(self, since: float, until: float) -> StatsRows:
-        """The rows the statistics of [since, until) come from (`record_queries.stats_rows`)."""
+    async def period_stats(self, since: float, until: float) -> PeriodStats:
+        """How the desk did in [since, until) (`record_queries.period_stats`)."""
 
     async def purge_batch(
         self, before: float, *, conversations_max: int = 500, messages_max: int = 5000

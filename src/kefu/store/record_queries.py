@@ -13,17 +13,19 @@ Orders and indexes:
 * departures from the queue by `left_at`: `ix_queue_exits_left_at`;
 * purges take the oldest closed conversations first: `ix_conversations_closed_at`.
 
-Limits: pages are clamped to 1..`MAX_PAGE` rows. `stats_rows` reads every row
-of its range (the caller bounds the range). A purge batch deletes at most
+Limits: pages are clamped to 1..`MAX_PAGE` rows. `period_stats` reads no
+rows into Python: counts, sums and percentiles are computed by the database,
+so a period may be as long as the caller likes. A purge batch deletes at most
 `conversations` conversations and `messages` messages in one transaction.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, func, or_, select, true
+from sqlalchemy import Connection, Select, Subquery, and_, func, or_, select, true
 from sqlalchemy.engine import RowMapping
 
 from kefu.store.queries import MAX_LIMIT, clamp_limit, profile_columns, profile_of
@@ -32,9 +34,10 @@ from kefu.store.records import (
     ConversationRecord,
     ConversationState,
     MessageRecord,
+    PeriodStats,
     Purged,
     QueuedRecord,
-    StatsRows,
+    Spread,
 )
 from kefu.store.tables import (
     accounts,
@@ -189,8 +192,29 @@ def conversation_messages(
 
 
 # -- statistics --------------------------------------------------------------------------
-def stats_rows(conn: Connection, since: float, until: float) -> StatsRows:
-    """What the statistics of [since, until) are computed from.
+def nearest_rank(count: int, p: float) -> int:
+    """The 1-based rank of the nearest-rank percentile `p` of `count` sorted values: the
+    smallest value with p% of them at or below it."""
+    return max(1, math.ceil(p / 100 * count))
+
+
+def _spread(conn: Connection, durations: Subquery) -> Spread:
+    """Count, mean, p50 and p90 of the column `us` (microseconds; NULLs skipped) of
+    `durations`, computed by the database."""
+    us = durations.c.us
+    count, total = conn.execute(select(func.count(us), func.sum(us))).one()
+    if not count:
+        return Spread()
+
+    def at(p: float) -> float:
+        query = select(us).where(us.is_not(None)).order_by(us)
+        return from_us(conn.execute(query.offset(nearest_rank(count, p) - 1).limit(1)).scalar_one())
+
+    return Spread(int(count), from_us(total) / count, at(50), at(90))
+
+
+def period_stats(conn: Connection, since: float, until: float) -> PeriodStats:
+    """How the desk did in [since, until).
 
     Conversations opened in the range: their count and ratings (by stars),
     their handling times (closed ones: closed - opened) and times to first
@@ -208,16 +232,14 @@ def stats_rows(conn: Connection, since: float, until: float) -> StatsRows:
         total += n
         if rate is not None:
             ratings[int(rate)] = int(n)
-    handling = conn.execute(
-        select(c.c.closed_at - c.c.opened_at).where(opened, c.c.closed_at.is_not(None))
-    ).scalars()
+    handling = select((c.c.closed_at - c.c.opened_at).label("us"))
+    handling = handling.where(opened, c.c.closed_at.is_not(None))
     first = (
         select(func.min(m.c.created_at))
         .where(m.c.conversation_id == c.c.id, m.c.sender_id == c.c.waiter_id)
         .scalar_subquery()
     )
-    firsts = select((first - c.c.opened_at).label("reply")).where(opened).subquery()
-    replies = conn.execute(select(firsts.c.reply).where(firsts.c.reply.is_not(None))).scalars()
+    replies = select((first - c.c.opened_at).label("us")).where(opened)
     left_in = and_(x.c.left_at >= lo, x.c.left_at < hi)
     served = left = 0
     for was_served, n in conn.execute(
@@ -227,16 +249,14 @@ def stats_rows(conn: Connection, since: float, until: float) -> StatsRows:
             served += int(n)
         else:
             left += int(n)
-    waits = conn.execute(
-        select(x.c.left_at - x.c.queued_at).where(left_in, x.c.served == true())
-    ).scalars()
-    return StatsRows(
+    waits = select((x.c.left_at - x.c.queued_at).label("us")).where(left_in, x.c.served == true())
+    return PeriodStats(
         conversations=total,
         served=served,
         left=left,
-        waits=[from_us(us) for us in waits],
-        first_replies=[from_us(us) for us in replies],
-        handling=[from_us(us) for us in handling],
+        waits=_spread(conn, waits.subquery()),
+        first_replies=_spread(conn, replies.subquery()),
+        handling=_spread(conn, handling.subquery()),
         ratings=ratings,
     )
 
@@ -290,6 +310,6 @@ __all__ = [
     "get_conversation",
     "list_conversations",
     "list_queued",
+    "period_stats",
     "purge_batch",
-    "stats_rows",
 ]

@@ -76,19 +76,29 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class StatsRows:
-    """The rows of a period that the statistics are computed from (durations in seconds).
+class Spread:
+    """Durations in seconds: how many, their mean and nearest-rank p50 and p90."""
+
+    count: int = 0
+    mean: float | None = None  # None without values
+    p50: float | None = None
+    p90: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodStats:
+    """How the desk did over a period (see `record_queries.period_stats`).
 
     Conversations count by opening time, departures from the queue by when
-    they happened: see `record_queries.stats_rows`.
+    they happened.
     """
 
     conversations: int
     served: int  # users a waiter took from the queue
     left: int  # users who left the queue before a waiter took them
-    waits: list[float]  # queued -> assigned, per user served
-    first_replies: list[float]  # assigned -> the waiter's first message, per conversation
-    handling: list[float]  # assigned -> closed, per closed conversation
+    waits: Spread  # queued -> assigned, per user served
+    first_replies: Spread  # assigned -> the waiter's first message, per conversation
+    handling: Spread  # assigned -> closed, per closed conversation
     ratings: dict[int, int] = field(default_factory=dict)  # stars -> conversations
 
 

@@ -19,9 +19,9 @@ from kefu.store.records import (
     ConversationFilter,
     ConversationRecord,
     MessageRecord,
+    PeriodStats,
     Purged,
     QueuedRecord,
-    StatsRows,
 )
 
 P = ParamSpec("P")
@@ -59,8 +59,8 @@ class Reports:
     ) -> list[MessageRecord]:
         return await self._run(q.conversation_messages, conversation_id, after, limit)
 
-    async def stats_rows(self, since: float, until: float) -> StatsRows:
-        return await self._run(q.stats_rows, since, until)
+    async def period_stats(self, since: float, until: float) -> PeriodStats:
+        return await self._run(q.period_stats, since, until)
 
     async def purge_batch(
         self, before: float, *, conversations_max: int = 500, messages_max: int = 5000

@@ -13,15 +13,13 @@ count, mean, p50 and p90 in seconds:
 
 and the ratings of the conversations opened in the period (count, mean,
 how many of each star). Percentiles are nearest-rank over every value of
-the period, computed here from the rows the database returns, so a period
-is at most `MAX_DAYS` days long. `until` defaults to now, `since` to a day
+the period, computed by the database (`record_queries.period_stats`), so a
+period may be of any length. `until` defaults to now, `since` to a day
 before `until`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -33,10 +31,10 @@ from kefu.server.api.context import Ctx
 from kefu.server.api.conversations import instant
 from kefu.server.api.errors import bad_input
 from kefu.server.api.values import timestamp
+from kefu.store.records import Spread
 
 router = APIRouter(tags=["stats"])
 
-MAX_DAYS = 31
 DAY = 86_400.0
 
 
@@ -47,22 +45,18 @@ class Durations(BaseModel):
     p90: float | None
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Durations:
-        if not values:
-            return cls(count=0, mean=None, p50=None, p90=None)
-        ordered = sorted(values)
+    def of(cls, spread: Spread) -> Durations:
         return cls(
-            count=len(ordered),
-            mean=round(sum(ordered) / len(ordered), 3),
-            p50=round(percentile(ordered, 50), 3),
-            p90=round(percentile(ordered, 90), 3),
+            count=spread.count,
+            mean=_ms(spread.mean),
+            p50=_ms(spread.p50),
+            p90=_ms(spread.p90),
         )
 
 
-def percentile(ordered: Sequence[float], p: float) -> float:
-    """The nearest-rank percentile of sorted values: the smallest with p% at or below it."""
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+def _ms(seconds: float | None) -> float | None:
+    """Seconds to the millisecond."""
+    return None if seconds is None else round(seconds, 3)
 
 
 class Ratings(BaseModel):
@@ -83,7 +77,7 @@ class StatsOut(BaseModel):
     ratings: Ratings
 
 
-@router.get("/stats", summary="How the desk did over a period (at most 31 days)")
+@router.get("/stats", summary="How the desk did over a period")
 async def stats(
     caller: Reader,
     ctx: Ctx,
@@ -102,9 +96,7 @@ async def stats(
     start = end - DAY if start is None else start
     if start >= end:
         raise bad_input("since must be before until")
-    if end - start > MAX_DAYS * DAY:
-        raise bad_input(f"a period is at most {MAX_DAYS} days")
-    rows = await ctx.store.stats_rows(start, end)
+    rows = await ctx.store.period_stats(start, end)
     stars = {str(n): rows.ratings.get(n, 0) for n in range(1, 6)}
     rated = sum(rows.ratings.values())
     total = sum(n * count for n, count in rows.ratings.items())

@@ -33,6 +33,7 @@ import orjson
 import uvloop
 from loadgen import Env
 from restart_storm import KEFU, Kefu, pair_up
+from webhook_sink import read_body
 
 now = time.perf_counter
 
@@ -47,12 +48,7 @@ class Sink:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                body = orjson.loads(await reader.readexactly(length))
+                body = orjson.loads(await read_body(reader))
                 arrived = time.time()
                 made = datetime.fromisoformat(body["created_at"]).timestamp()
                 self.lags.append((now(), arrived - made))

@@ -28,15 +28,20 @@ from typing import Any
 COUNT = {"requests": 0, "bytes": 0}
 
 
+async def read_body(reader: asyncio.StreamReader) -> bytes:
+    """The body of the next request on a keep-alive connection (Content-Length bodies)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return await reader.readexactly(length)
+
+
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            length = len(await read_body(reader))
             COUNT["requests"] += 1
             COUNT["bytes"] += length
             writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")

@@ -235,7 +235,7 @@ def account_event(conn: Connection, event: str, account: Account, now: float | N
     this way one made right after a webhook was created is never missed.
     """
     lists = conn.execute(select(webhooks.c.events)).scalars().all()
-    if not any(event in subscribed(_names(events)) for events in lists):
+    if not any(event in subscribed(event_names(events)) for events in lists):
         return
     values = dict(
         zip(
@@ -254,7 +254,8 @@ def account_event(conn: Connection, event: str, account: Account, now: float | N
     conn.execute(webhook_outbox.insert().values(values))
 
 
-def _names(events: str) -> list[str]:
+def event_names(events: str) -> list[str]:
+    """A webhook's stored `events` (JSON) as names; [] for anything else."""
     try:
         names = json.loads(events)
     except ValueError:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, delete, func, select, update
 
 from kefu.ids import WIDTH
-from kefu.store.outbox import MESSAGE_CREATED, TRANSFERRED, rfc3339_us, subscribed
+from kefu.store.outbox import MESSAGE_CREATED, TRANSFERRED, event_names, rfc3339_us, subscribed
 from kefu.store.tables import (
     conversations,
     messages,
@@ -35,7 +35,6 @@ from kefu.store.webhooks.model import (
     WAITING,
     Steps,
     drain,
-    event_names,
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, TypeVar
@@ -70,15 +69,6 @@ class Outcome:
     status: int | None = None
     error: str | None = None
     next_at: float | None = None
-
-
-def event_names(events: str) -> list[str]:
-    """A webhook's stored `events` (JSON) as names; [] for anything else."""
-    try:
-        parsed = json.loads(events)
-    except ValueError:
-        return []
-    return [n for n in parsed if isinstance(n, str)] if isinstance(parsed, list) else []
 
 
 Steps: TypeAlias = Generator[None, None, T]  # work that yields where it may be paused

@@ -6,6 +6,7 @@ import json
 
 from sqlalchemy import Connection, RowMapping, delete, select
 
+from kefu.store.outbox import event_names
 from kefu.store.tables import from_us, to_us, webhook_deliveries, webhooks
 from kefu.store.webhooks.model import (
     DELIVERED,
@@ -15,7 +16,6 @@ from kefu.store.webhooks.model import (
     Delivery,
     Status,
     Webhook,
-    event_names,
 )
 
 

@@ -22,7 +22,19 @@ async def test_user_and_waiter_on_different_nodes(make_cluster: MakeCluster) -> 
         await say(user, waiter, f"hello {i} from node 1")
         await say(waiter, user, f"answer {i} from node 2")
     await say(user, waiter, image="https://example.com/a.png")
-    # every node reports the same cluster, and who is where
+
+    # every node reports the same cluster, and who is where (a node that does not lead
+    # learns the counts from the leader's next status: poll until all have it)
+    def settled(s: dict[str, Any]) -> bool:
+        where = s.get("nodes", {})
+        return (
+            counts(s) == (1, 1, 0)
+            and s["matchers"] == {waiter.uuid: [user.uuid]}
+            and where.get(cluster[0].name, {}).get("online_user_num") == 1
+            and where.get(cluster[1].name, {}).get("online_waiter_num") == 1
+        )
+
+    await cluster.wait_for(settled, timeout=30, what="the same status on every node")
     statuses = [await n.status() for n in cluster.nodes]
     assert {counts(s) for s in statuses} == {(1, 1, 0)}
     assert all(s["matchers"] == {waiter.uuid: [user.uuid]} for s in statuses)

@@ -62,8 +62,10 @@ async def test_live_on_any_node_and_retention_on_the_leader(make_cluster: MakeCl
         assert row["waiter"]["id"] == waiter.person.id
         assert (row["ready"], row["online"], row["load"], row["capacity"]) == (False, True, 1, 5)
         # the public status has the figures, not the people
-        status = await other.status()
-        assert status["pending_num"] == 1 and "live" not in status
+        status = await cluster.wait_for(
+            lambda s: s["pending_num"] == 1, timeout=30, nodes=[other], what="other's status"
+        )
+        assert "live" not in status
 
         # the first conversation ends; aged 10 days, the leader's retention deletes it
         await first.send({"type": "disconnect"})

@@ -13,7 +13,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,14 @@ class PostgresHarness:
     def count(self, table: str) -> int:
         return int(self._sql(f"SELECT count(*) FROM {table}"))
 
-    @contextmanager
-    def block_writes(self) -> Iterator[None]:
+    def block_writes(self) -> AbstractContextManager[None]:
         """Hold exclusive locks on the written tables from another connection."""
+        tables = "messages, queue_entries, conversations"
+        return self.holding(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+
+    @contextmanager
+    def holding(self, statement: str) -> Iterator[None]:
+        """Run `statement` in a transaction of another connection, kept open meanwhile."""
         locked, release = threading.Event(), threading.Event()
         errors: list[BaseException] = []
 
@@ -101,9 +106,7 @@ class PostgresHarness:
             conn = await self._connect()
             try:
                 async with conn.transaction():
-                    await conn.execute(
-                        "LOCK TABLE messages, queue_entries, conversations IN ACCESS EXCLUSIVE MODE"
-                    )
+                    await conn.execute(statement)
                     locked.set()
                     while not release.is_set():
                         await asyncio.sleep(0.01)

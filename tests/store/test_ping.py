@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,39 +27,8 @@ def epoch_row_locked(harness: SqliteHarness | PostgresHarness) -> Iterator[None]
             con.execute("ROLLBACK")
             con.close()
         return
-    locked, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    async def hold() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(harness.url, timeout=5)
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT epoch FROM leader_epoch WHERE id = 1 FOR UPDATE")
-                locked.set()
-                while not release.is_set():
-                    await asyncio.sleep(0.01)
-        finally:
-            await conn.close()
-
-    def main() -> None:
-        try:
-            asyncio.run(hold())
-        except BaseException as exc:
-            errors.append(exc)
-            locked.set()
-
-    thread = threading.Thread(target=main)
-    thread.start()
-    locked.wait(10)
-    try:
-        if errors:
-            raise errors[0]
+    with harness.holding("SELECT epoch FROM leader_epoch WHERE id = 1 FOR UPDATE"):
         yield
-    finally:
-        release.set()
-        thread.join()
 
 
 async def test_ping_commits_and_fails_while_the_database_takes_no_write(harness: Any) -> None:

@@ -113,6 +113,11 @@ class Connection:
         sock.on_writable = self._writable
         sock.on_closing = self.flush  # what was pushed before a close goes before it
 
+    @property
+    def account_id(self) -> str | None:
+        """The authenticated account's id, None before `auth` (for logs)."""
+        return self.account.id if self.account is not None else None
+
     def push(self, data: bytes) -> None:
         """Send one encoded frame; closes the socket with 1013 if too many are held."""
         if self.closing is not None or self._dead:

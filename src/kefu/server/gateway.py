@@ -191,12 +191,11 @@ class Gateway:
         elif isinstance(exc, NotPermitted):
             self._error(conn, codes.NO_PERMISSION, str(exc), frame.op_id)
         else:  # the database is down: this frame fails, the socket lives
-            account = conn.account.id if conn.account is not None else None
             log.warning(
                 "%s failed: %s",
                 type(frame).__name__,
                 type(exc).__name__,
-                extra={"socket": conn.socket, "account": account, "op_id": frame.op_id},
+                extra={"socket": conn.socket, "account": conn.account_id, "op_id": frame.op_id},
             )
             self._error(conn, codes.UNKNOWN, "temporarily unavailable, please retry", frame.op_id)
 

@@ -38,10 +38,6 @@ def entry_payload(entry: HistoryEntry, legacy: bool = False) -> dict[str, Any]:
     }
 
 
-def _account_id(conn: Connection) -> str | None:
-    return conn.account.id if conn.account is not None else None
-
-
 class History:
     def __init__(
         self,
@@ -66,7 +62,7 @@ class History:
                 what,
                 conn.socket,
                 type(exc).__name__,
-                extra={"socket": conn.socket, "account": _account_id(conn), "op_id": op_id},
+                extra={"socket": conn.socket, "account": conn.account_id, "op_id": op_id},
             )
             message = f"{what} is not available right now, please retry"
             self._node.error(conn.socket, codes.UNKNOWN, message, op_id)

@@ -7,8 +7,6 @@ at once, without the resume grace that a dropped socket gets.
 
 from __future__ import annotations
 
-import itertools
-
 from kefu.core.commands import (
     CancelTimer,
     Close,
@@ -29,36 +27,16 @@ from kefu.core.events import (
     SocketClosed,
     TimerFired,
     UserAuthed,
-    UserConnect,
     WaiterAuthed,
     WaiterReady,
 )
 from kefu.core.model import CloseReason, Hangup, Profile, TimerKey
 from kefu.core.switchboard import Switchboard
 
+from .boards import board, connect, user
+
 W1 = Profile("w1", "wendy")
 W2 = Profile("w2", "walter")
-
-
-def user(n: int) -> Profile:
-    return Profile(f"u{n}", f"user{n}")
-
-
-def board(*, capacity: int = 5, resume_grace: float = 0.0) -> Switchboard:
-    ids = itertools.count(1)
-    return Switchboard(
-        capacity=capacity,
-        idle_timeout=600.0,
-        idle_grace=60.0,
-        resume_grace=resume_grace,
-        new_id=lambda: f"c{next(ids)}",
-    )
-
-
-def connect(sb: Switchboard, n: int, now: float, socket: str | None = None) -> None:
-    socket = socket or f"us{n}"
-    sb.handle(UserAuthed(socket, user(n)), now)
-    sb.handle(UserConnect(socket), now)
 
 
 def ready(sb: Switchboard, profile: Profile, socket: str, now: float = 0.0) -> None:
@@ -80,7 +58,7 @@ def served(
 
 
 def test_a_change_without_hang_up_only_forgets() -> None:
-    sb = board()
+    sb = board(capacity=5)
     ready(sb, W1, "ws1")
     connect(sb, 1, 1.0)
     before = (sb.queue(), sb.conversations(), sb.status())
@@ -115,7 +93,7 @@ def test_a_disabled_user_loses_every_socket_and_its_conversation() -> None:
 
 
 def test_a_disabled_queued_user_leaves_the_queue_and_the_others_move_up() -> None:
-    sb = board()
+    sb = board(capacity=5)
     for n in (1, 2, 3):
         connect(sb, n, float(n))
     assert sb.queue() == ["u1", "u2", "u3"]
@@ -166,7 +144,7 @@ def test_the_grace_of_a_dropped_user_or_waiter_does_not_keep_them() -> None:
 
 
 def test_a_restored_waiter_who_never_came_back_is_let_go() -> None:
-    sb = board(resume_grace=60.0)
+    sb = board(capacity=5, resume_grace=60.0)
     sb.handle(ConversationRestored("c9", user(1), W1, 1.0, 1.0), 100.0)
     out = sb.handle(AccountChanged("w1", hang_up=True), 101.0)
     assert out[:2] == [Forget("w1", True), CancelTimer(TimerKey.waiter_grace("w1"))]

@@ -7,44 +7,22 @@ assignment or a user who gave up, and when (the `queue_exits` table).
 
 from __future__ import annotations
 
-import itertools
-
 from kefu.core.commands import Command, Dequeue
 from kefu.core.events import (
     SocketClosed,
     TimerFired,
-    UserAuthed,
-    UserConnect,
     UserDisconnect,
     WaiterAuthed,
     WaiterReady,
     WaiterUnready,
 )
 from kefu.core.model import Profile, TimerKey
-from kefu.core.switchboard import Live, QueuedRow, Switchboard, WaiterRow
+from kefu.core.switchboard import Live, QueuedRow, WaiterRow
+
+from .boards import board, connect, user
 
 W1 = Profile("w1", "wendy", "Wendy")
 W2 = Profile("w2", "adam")
-
-
-def user(n: int) -> Profile:
-    return Profile(f"u{n}", f"user{n}")
-
-
-def board(*, capacity: int = 2, resume_grace: float = 0.0) -> Switchboard:
-    ids = itertools.count(1)
-    return Switchboard(
-        capacity=capacity,
-        idle_timeout=600.0,
-        idle_grace=60.0,
-        resume_grace=resume_grace,
-        new_id=lambda: f"c{next(ids)}",
-    )
-
-
-def connect(sb: Switchboard, n: int, now: float) -> list[Command]:
-    sb.handle(UserAuthed(f"us{n}", user(n)), now)
-    return sb.handle(UserConnect(f"us{n}"), now)
 
 
 def dequeues(commands: list[Command]) -> list[tuple[str, bool, float | None]]:
@@ -95,7 +73,7 @@ def test_live_lists_the_queue_in_order_and_every_waiter_with_its_load() -> None:
 
 
 def test_live_is_a_query() -> None:
-    sb = board()
+    sb = board(capacity=2)
     connect(sb, 1, 1.0)
     before = (sb.queue(), sb.conversations(), sb.status())
     sb.live()
@@ -121,7 +99,7 @@ def test_a_dequeue_says_whether_the_user_was_served_and_when() -> None:
 
 
 def test_a_user_idle_in_the_queue_left_it() -> None:
-    sb = board()
+    sb = board(capacity=2)
     connect(sb, 1, 1.0)
     sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=1.0), 700.0)  # `idle` sent
     out = sb.handle(TimerFired(TimerKey.idle("us1"), last_activity=1.0), 800.0)

@@ -869,7 +869,8 @@ def test_transfer_to_a_ready_waiter_with_room() -> None:
     waiter_in(sb, W1, "ws1")
     connect_user(sb, 1, 1.0)
     waiter_in(sb, W2, "ws2", 2.0)
-    assert sb.handle(WaiterTransfer("ws1", "us1", "w2"), 5.0) == [
+    commands = sb.handle(WaiterTransfer("ws1", "us1", "w2"), 5.0)
+    assert commands == [
         CloseConversation("c1", CloseReason.TRANSFERRED, 5.0),
         Unroute("c1"),
         Send("ws1", "disconnected", "us1"),
@@ -878,6 +879,8 @@ def test_transfer_to_a_ready_waiter_with_room() -> None:
         Send("us1", "connect_success", "ws2", W2.as_payload(uuid="ws2")),
         Send("ws2", "new_connection", "us1", user(1).as_payload(uuid="us1")),
     ]
+    # the new conversation names the one it replaces (its webhook event says so)
+    assert [c.transferred_from for c in commands if isinstance(c, OpenConversation)] == ["c1"]
     assert sb.conversations() == {"c2": ("u1", "w2")}
     assert sb.waiter_load() == {"w1": 0, "w2": 1}
 

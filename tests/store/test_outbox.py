@@ -128,9 +128,9 @@ async def test_the_lifecycle_and_messages_become_deliveries_in_order(
     resent = text(new_id, c1, ALICE.id, BOB.id, "m0", "op0")
     results = await send(store, [*sent, resent])  # the last one is a resend: no event
     assert results[-1].duplicate
-    # a transfer: the close and the reopening at the same instant
+    # a transfer: the switchboard closes c1 and opens c2 for it
     store.write(CloseConversation(c1, CloseReason.TRANSFERRED, 12.0))
-    store.write(OpenConversation(c2, ALICE.id, DAVE.id, 12.0, 10.0))
+    store.write(OpenConversation(c2, ALICE.id, DAVE.id, 12.0, 10.0, transferred_from=c1))
     store.write(CloseConversation(c2, CloseReason.RATED, 13.0, 4))
     store.write(CloseConversation(c2, CloseReason.USER_LEFT, 14.0))  # closed already: nothing
     await store.flush()
@@ -328,19 +328,22 @@ async def test_prune_keeps_what_is_pending(
 
 
 def test_a_transfer_split_over_two_batches_is_still_one() -> None:
+    """The reopening names the conversation the transfer closed: however the two records
+    fall into batches (or are retried), the event comes from the reopening alone."""
     outbox = Outbox(Subscriptions(), clock=lambda: 5.0)
     outbox.subscriptions.set([["*"]])
     close = CloseConversation("c1", CloseReason.TRANSFERRED, 7.0)
-    reopen = OpenConversation("c2", "u", "w2", 7.0, 1.0)
+    reopen = OpenConversation("c2", "u", "w2", 7.0, 1.0, transferred_from="c1")
     first = outbox.rows([close], [True])
+    outbox.rows([Enqueue("u2", 7.0)], [None])  # another record between them changes nothing
     second = outbox.rows([reopen], [True])
     assert [r[0] for r in first] == ["conversation.closed"]
     assert [r[0] for r in second] == ["conversation.transferred", "conversation.assigned"]
     assert second[0][3] == "c1"
-    # a reopening that did not follow the transfer's close is no transfer
+    # an opening that is not for a transfer is no transfer, even right after one's close
     outbox.rows([close], [True])
-    outbox.rows([Enqueue("u2", 7.0)], [None])
-    assert [r[0] for r in outbox.rows([reopen], [True])] == ["conversation.assigned"]
+    plain = OpenConversation("c3", "u", "w2", 7.0, 1.0)
+    assert [r[0] for r in outbox.rows([plain], [True])] == ["conversation.assigned"]
 
 
 def test_due_delivery_repr_hides_the_secret() -> None:

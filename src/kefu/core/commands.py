@@ -56,6 +56,9 @@ class OpenConversation:
     waiter_id: str
     opened_at: float
     queued_at: float | None = None  # the user's arrival: a restart requeues it in its place
+    # the conversation a transfer closed for this one (the webhook event says so); not
+    # part of what the record is
+    transferred_from: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -358,7 +358,7 @@ class Switchboard:
             raise NotAvailable(f"waiter {ev.waiter_id!r} cannot take a conversation now")
         user = self._users[conv.user_id]
         self._end(conv, CloseReason.TRANSFERRED, notify_user=False, forget=False)
-        self._open(user, target)
+        self._open(user, target, transferred_from=conv.id)
         self._assign()
         self._announce_queue()
 
@@ -531,7 +531,7 @@ class Switchboard:
                 best = w
         return best
 
-    def _open(self, user: _User, waiter: _Waiter) -> None:
+    def _open(self, user: _User, waiter: _Waiter, transferred_from: str | None = None) -> None:
         if user.in_queue:
             self._dequeue(user, served=True)
         conv = _Conversation(self._new_id(), user.profile.id, waiter.profile.id, self._now)
@@ -540,7 +540,9 @@ class Switchboard:
         waiter.last_assigned = self._now
         arrival = user.queued_at if user.queued_at is not None else self._now
         self._emit(
-            c.OpenConversation(conv.id, conv.user_id, conv.waiter_id, self._now, arrival),
+            c.OpenConversation(
+                conv.id, conv.user_id, conv.waiter_id, self._now, arrival, transferred_from
+            ),
             _route(conv, user, waiter),
         )
         self._send_connect_success(user, waiter)

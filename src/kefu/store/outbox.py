@@ -20,10 +20,9 @@ change reads the table in its own transaction.
 Which records make which events (`EVENTS`):
 
 * `Enqueue` -> `conversation.queued`;
-* `OpenConversation` -> `conversation.assigned`; when it follows a
-  `CloseConversation` with reason `transferred` at the same instant (the
-  switchboard closes and reopens in one step), `conversation.transferred`
-  first;
+* `OpenConversation` -> `conversation.assigned`; when the switchboard
+  opened it for a transfer (`transferred_from`: the conversation it closed),
+  `conversation.transferred` first;
 * `CloseConversation` -> `conversation.closed`, and `conversation.rated` when
   it carries a rating; a late rating (`SetRate` that rated) ->
   `conversation.rated`;
@@ -43,7 +42,6 @@ from typing import Any, TypeAlias
 from sqlalchemy import Connection, select
 
 from kefu.core.commands import CloseConversation, Enqueue, OpenConversation
-from kefu.core.model import CloseReason
 from kefu.store.base import Account, Appended, NewMessage
 from kefu.store.tables import to_us, webhook_outbox, webhooks
 from kefu.store.writer.ops import SetRate
@@ -123,15 +121,11 @@ class Outbox:
     ) -> None:
         self.subscriptions = subscriptions
         self.clock = clock
-        # the last lifecycle record seen, if it closed a conversation for a transfer:
-        # (conversation id, closed_at); the reopening may come in the next batch
-        self._transfer: tuple[str, float] | None = None
 
     def rows(self, ops: Sequence[Any], results: Sequence[Any]) -> list[OutboxRow]:
         """The rows for `ops`, which ran with `results` (one each; an exception: not stored)."""
         wanted = self.subscriptions.events
         if not wanted:
-            self._transfer = None
             return []
         now = to_us(self.clock())
         rows: list[OutboxRow] = []
@@ -160,24 +154,23 @@ class Outbox:
     def _record(
         self, op: Any, result: Any, wanted: frozenset[str], now: int, rows: list[OutboxRow]
     ) -> None:
-        transfer, self._transfer = self._transfer, None
         match op:
             case Enqueue(user_id, queued_at):
                 if QUEUED in wanted:
                     data = {"user_id": user_id, "queued_at": _time(queued_at)}
                     rows.append((QUEUED, user_id, None, None, now, _json(data)))
-            case OpenConversation(cid, user_id, waiter_id, opened_at, queued_at):
+            case OpenConversation(cid, user_id, waiter_id, opened_at, queued_at, transfer):
                 if result is False:  # it was there already
                     return
-                if transfer is not None and transfer[1] == opened_at and TRANSFERRED in wanted:
+                if transfer is not None and TRANSFERRED in wanted:
                     data = {
                         "conversation_id": cid,
                         "user_id": user_id,
                         "waiter_id": waiter_id,
                         "opened_at": _time(opened_at),
-                        "from_conversation_id": transfer[0],
+                        "from_conversation_id": transfer,
                     }
-                    rows.append((TRANSFERRED, None, cid, transfer[0], now, _json(data)))
+                    rows.append((TRANSFERRED, None, cid, transfer, now, _json(data)))
                 if ASSIGNED in wanted:
                     data = {
                         "conversation_id": cid,
@@ -190,8 +183,6 @@ class Outbox:
             case CloseConversation(cid, reason, closed_at, rate):
                 if result is False:  # closed already
                     return
-                if reason == CloseReason.TRANSFERRED:
-                    self._transfer = (cid, closed_at)
                 if CLOSED in wanted:
                     closed: dict[str, Any] = {
                         "conversation_id": cid,

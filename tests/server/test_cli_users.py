@@ -153,3 +153,41 @@ async def test_a_running_server_applies_the_change_at_once(
     # the short-lived key the commands used is gone
     keys = kefu("api-keys", "list").stdout.strip().splitlines()
     assert keys == [keys[0]], keys  # only the header
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_server_that_fails_the_change_is_not_gone_around(status: int) -> None:
+    """A 5xx comes from a server that is there: changing the database behind it would leave
+    its sockets open, so the command fails instead of falling back."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kefu.cli.users import Refused, _Call, _through_api
+    from kefu.settings import Settings
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_PATCH(self) -> None:
+            body = json.dumps({"status": status, "message": "database unavailable"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(host="127.0.0.1", port=server.server_address[1])
+
+        async def never(*_: Any) -> None:
+            raise AssertionError("the database must not be changed")
+
+        call = _Call("PATCH", "", {"disabled": True}, never)
+        with pytest.raises(Refused, match="database unavailable"):
+            _through_api(settings, "kefu_key", call, "00000000000000000001")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -254,7 +254,9 @@ def _base(settings: Settings) -> str:
 def _through_api(
     settings: Settings, key: str, call: _Call, account_id: str
 ) -> dict[str, Any] | None:
-    """The API's answer; None when no server (of this database) answers; `Refused` on a 4xx."""
+    """The API's answer; None when no server (of this database) answers; `Refused` when it
+    refuses the change (4xx) or fails at it (5xx: changing the database behind a server
+    that is there would leave its sockets as they were)."""
     from urllib.parse import quote
 
     url = f"{_base(settings)}/v1/api/accounts/{quote(account_id, safe='')}{call.path}"
@@ -276,7 +278,7 @@ def _through_api(
         except ValueError:
             message = exc.reason
         if exc.code >= 500:
-            return None
+            raise Refused(f"the server could not make the change ({message}); try again")
         raise Refused(str(message)) from None
     except (urllib.error.URLError, OSError, ValueError):
         return None

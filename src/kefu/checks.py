@@ -20,7 +20,6 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from kefu.settings import Settings
 
@@ -67,19 +66,16 @@ def reason(exc: BaseException) -> str:
 
 
 def shown_url(url: str) -> str:
-    """A URL with its password replaced by `***` (a SQLite URL as its file)."""
+    """A database or broker URL with its password replaced by `***` (SQLite's as its file)."""
+    from sqlalchemy.engine import make_url
+
     try:
         if url.startswith("sqlite:"):
             from kefu.store.sqlite import sqlite_path
 
             return sqlite_path(url)
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # what make_url raises for a malformed URL varies
         return "(an unparsable URL)"
 
 

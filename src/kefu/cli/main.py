@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from kefu.checks import reason, shown_url
 from kefu.cli.admin import register as register_admin
 from kefu.cli.records import register as register_records
 from kefu.cli.tools import CliTools
@@ -80,28 +81,6 @@ def _settings(**overrides: object) -> Settings:
         _fail(f"invalid settings: {' '.join(str(exc).split())}", USAGE)
 
 
-def _reason(exc: BaseException) -> str:
-    """`exc` in one line; for an error SQLAlchemy wraps, the driver's own."""
-    orig = getattr(exc, "orig", None)  # the DB-API error; asyncpg's own is its cause
-    cause = exc if orig is None else orig.__cause__ or orig
-    line = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "")
-    name = type(cause).__name__
-    return f"{name}: {line}"[:300] if line else name
-
-
-def _where(database_url: str) -> str:
-    """The database, named without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(database_url)
-    except Exception:
-        return "(unparsable KEFU_DATABASE_URL)"
-    if url.get_backend_name() == "sqlite" and url.database:
-        return url.database
-    return url.render_as_string(hide_password=True)
-
-
 @contextlib.contextmanager
 def _failures(settings: Settings, what: str) -> Iterator[None]:
     """Whatever fails inside is reported as `kefu: <what>: <reason>` and exits with 1."""
@@ -112,11 +91,11 @@ def _failures(settings: Settings, what: str) -> Iterator[None]:
     except Exception as exc:
         if settings.log_level.lower() == "debug":
             raise
-        _fail(f"{what}: {_reason(exc)}")
+        _fail(f"{what}: {reason(exc)}")
 
 
 def _database(settings: Settings) -> contextlib.AbstractContextManager[None]:
-    return _failures(settings, f"database {_where(settings.database_url)}")
+    return _failures(settings, f"database {shown_url(settings.database_url)}")
 
 
 def _migrate(settings: Settings) -> None:
@@ -149,7 +128,7 @@ def _signing_secret(settings: Settings) -> str:
     try:
         return settings.signing_secret()
     except OSError as exc:  # the generated key's file cannot be read or written
-        _fail(f"signing key {settings.secret_file()}: {_reason(exc)}")
+        _fail(f"signing key {settings.secret_file()}: {reason(exc)}")
 
 
 def _default(name: str) -> str:

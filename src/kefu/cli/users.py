@@ -278,7 +278,7 @@ def _through_api(
         except ValueError:
             message = exc.reason
         if exc.code >= 500:
-            raise Refused(f"the server could not make the change ({message}); try again")
+            raise Refused(f"the server could not make the change ({message}); try again") from None
         raise Refused(str(message)) from None
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -36,6 +36,11 @@ class IdGenerator:
         return str(self.next_int()).zfill(WIDTH)
 
 
+def id_at(seconds: float) -> str:
+    """The smallest id made at `seconds` (Unix): every id made before it sorts below it."""
+    return str(max(0, int(seconds * 1000) - EPOCH_MS) << 22).zfill(WIDTH)
+
+
 def id_time(id_: str) -> float:
     """The creation time (Unix seconds) encoded in an id."""
     return ((int(id_) >> 22) + EPOCH_MS) / 1000.0

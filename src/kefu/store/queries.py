@@ -44,6 +44,7 @@ from kefu.store.tables import (
     api_keys,
     conversations,
     from_us,
+    from_us_or_none,
     messages,
     queue_entries,
     to_us,
@@ -90,15 +91,11 @@ def _account_of(row: RowMapping) -> Account:
         password_hash=row["password_hash"],
         kind=AccountKind(row["kind"]),
         external_id=row["external_id"],
-        created_at=_seconds(row["created_at"]),
-        disabled_at=_seconds(row["disabled_at"]),
-        tokens_after=_seconds(row["tokens_after"]),
-        erased_at=_seconds(row["erased_at"]),
+        created_at=from_us_or_none(row["created_at"]),
+        disabled_at=from_us_or_none(row["disabled_at"]),
+        tokens_after=from_us_or_none(row["tokens_after"]),
+        erased_at=from_us_or_none(row["erased_at"]),
     )
-
-
-def _seconds(us: int | None) -> float | None:
-    return None if us is None else from_us(us)
 
 
 def _us(seconds: float | None) -> int | None:
@@ -113,10 +110,10 @@ def _conversation(row: RowMapping, prefix: str = "c_") -> Conversation:
         user_id=row[f"{prefix}user_id"],
         waiter_id=row[f"{prefix}waiter_id"],
         opened=from_us(row[f"{prefix}opened_at"]),
-        closed=None if closed is None else from_us(closed),
+        closed=from_us_or_none(closed),
         close_reason=row[f"{prefix}close_reason"],
         rate=row[f"{prefix}rate"],
-        queued=None if queued is None else from_us(queued),
+        queued=from_us_or_none(queued),
     )
 
 
@@ -302,8 +299,8 @@ def _api_key(row: RowMapping) -> ApiKey:
         prefix=row["prefix"],
         read_only=bool(row["read_only"]),
         created_at=from_us(row["created_at"]),
-        last_used_at=_seconds(row["last_used_at"]),
-        revoked_at=_seconds(row["revoked_at"]),
+        last_used_at=from_us_or_none(row["last_used_at"]),
+        revoked_at=from_us_or_none(row["revoked_at"]),
     )
 
 

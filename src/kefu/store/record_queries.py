@@ -43,6 +43,7 @@ from kefu.store.tables import (
     accounts,
     conversations,
     from_us,
+    from_us_or_none,
     messages,
     queue_entries,
     queue_exits,
@@ -50,10 +51,6 @@ from kefu.store.tables import (
 )
 
 MAX_PAGE = MAX_LIMIT
-
-
-def _seconds(us: int | None) -> float | None:
-    return None if us is None else from_us(us)
 
 
 # -- conversations ---------------------------------------------------------------------
@@ -72,8 +69,8 @@ def _conversation(row: RowMapping, count: int | None = None) -> ConversationReco
         user=profile_of(row, "u", row["user_id"]),
         waiter=profile_of(row, "w", row["waiter_id"]),
         opened_at=from_us(row["opened_at"]),
-        queued_at=_seconds(row["queued_at"]),
-        closed_at=_seconds(row["closed_at"]),
+        queued_at=from_us_or_none(row["queued_at"]),
+        closed_at=from_us_or_none(row["closed_at"]),
         close_reason=row["close_reason"],
         rate=row["rate"],
         messages=count,

@@ -237,3 +237,8 @@ def to_us(seconds: float) -> int:
 def from_us(us: int) -> float:
     """Integer microseconds -> float Unix seconds."""
     return us / 1_000_000
+
+
+def from_us_or_none(us: int | None) -> float | None:
+    """`from_us` of a column that may be NULL."""
+    return None if us is None else from_us(us)

@@ -30,7 +30,7 @@ from kefu.core.commands import CloseConversation, Dequeue, Enqueue, OpenConversa
 from kefu.core.model import AccountKind, Role
 from kefu.store.base import Account, Appended, Fenced, NewMessage, StoreError
 from kefu.store.outbox import Outbox, Subscriptions
-from kefu.store.tables import from_us, metadata, to_us
+from kefu.store.tables import from_us, from_us_or_none, metadata, to_us
 from kefu.store.writer import (
     CheckEpoch,
     ClaimEpoch,
@@ -376,7 +376,7 @@ class SqliteBackend:
             return None
         kind = AccountKind(row[6])
         role = Role(row[2])
-        created, disabled, after, erased = (None if t is None else from_us(t) for t in row[8:])
+        created, disabled, after, erased = (from_us_or_none(t) for t in row[8:])
         return Account(
             row[0],
             row[1],

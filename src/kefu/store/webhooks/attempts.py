@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
-from kefu.ids import EPOCH_MS, WIDTH
-from kefu.store.tables import from_us, to_us, webhook_deliveries, webhook_outbox, webhooks
+from kefu.ids import id_at
+from kefu.store.tables import from_us, to_us, webhook_deliveries, webhooks
 from kefu.store.webhooks.model import (
     DELIVERED,
     ERROR_CHARS,
@@ -170,7 +170,7 @@ def repair(conn: Connection, now: float) -> int:
 def prune(conn: Connection, before: float, limit: int = PRUNE_ROWS) -> int:
     """Delete up to `limit` deliveries that finished and were made before `before`."""
     d = webhook_deliveries
-    cutoff = str(max(0, int(before * 1000) - EPOCH_MS) << 22).zfill(WIDTH)  # an id of then
+    cutoff = id_at(before)
     with conn.begin():
         old = (
             select(d.c.id)
@@ -179,13 +179,3 @@ def prune(conn: Connection, before: float, limit: int = PRUNE_ROWS) -> int:
             .scalar_subquery()
         )
         return int(conn.execute(delete(d).where(d.c.id.in_(old))).rowcount or 0)
-
-
-def pending_count(conn: Connection) -> int:
-    """Deliveries not finished yet, and events not fanned out yet (for tests and status)."""
-    d, o = webhook_deliveries, webhook_outbox
-    waiting = conn.execute(
-        select(func.count()).select_from(d).where(d.c.status.in_((PENDING, WAITING)))
-    ).scalar()
-    outbox = conn.execute(select(func.count()).select_from(o)).scalar()
-    return int(waiting or 0) + int(outbox or 0)

@@ -34,7 +34,6 @@ from kefu.store.webhooks.model import (
     SEQ_SPAN,
     WAITING,
     Steps,
-    drain,
 )
 
 
@@ -169,20 +168,15 @@ def body(delivery_id: str, event: str, created_at_us: int, data: dict[str, Any])
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
-def fan_out(conn: Connection, new_id: Callable[[], str], now: float, max_events: int) -> int:
-    """Turn the oldest outbox events (`max_events` or so) into deliveries; how many were taken.
-
-    A long run of messages is taken in parts: what is left of it stays in its row,
-    which keeps its place in the order.
-    """
-    return drain(fan_out_steps(conn, new_id, now, max_events))
-
-
 def fan_out_steps(
     conn: Connection, new_id: Callable[[], str], now: float, max_events: int
 ) -> Steps[int]:
-    """`fan_out` in steps: it yields between its reads, none of which takes a lock on
-    SQLite (the transaction begins at the first write), and writes at the end."""
+    """Turn the oldest outbox events (`max_events` or so) into deliveries; how many were taken.
+
+    A long run of messages is taken in parts: what is left of it stays in its row,
+    which keeps its place in the order. In steps: it yields between its reads, none of
+    which takes a lock on SQLite (the transaction begins at the first write), and
+    writes at the end (`WebhookQueries.fan_out` runs them)."""
     o = webhook_outbox
     with conn.begin():
         heads = conn.execute(

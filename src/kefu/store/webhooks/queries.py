@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kefu.store.base import StoreUnavailable
 from kefu.store.outbox import Outbox, Subscriptions
-from kefu.store.webhooks.attempts import due, pending_count, prune, record, repair
+from kefu.store.webhooks.attempts import due, prune, record, repair
 from kefu.store.webhooks.fanout import fan_out_steps
 from kefu.store.webhooks.model import (
     PRUNE_ROWS,
@@ -165,9 +165,6 @@ class WebhookQueries:
 
     async def prune_deliveries(self, before: float, limit: int = PRUNE_ROWS) -> int:
         return await self._worker_run(_one_step(prune), before, limit)
-
-    async def webhook_backlog(self) -> int:
-        return await self._run(pending_count)
 
 
 def _one_step(

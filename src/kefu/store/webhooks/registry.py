@@ -7,7 +7,7 @@ import json
 from sqlalchemy import Connection, RowMapping, delete, select
 
 from kefu.store.outbox import event_names
-from kefu.store.tables import from_us, to_us, webhook_deliveries, webhooks
+from kefu.store.tables import from_us, from_us_or_none, to_us, webhook_deliveries, webhooks
 from kefu.store.webhooks.model import (
     DELIVERED,
     FAILED,
@@ -96,13 +96,9 @@ def list_deliveries(
             last_status=row["last_status"],
             last_error=row["last_error"],
             created_at=from_us(row["created_at"]),
-            last_attempt_at=_seconds(row["last_attempt_at"]),
-            next_attempt_at=_seconds(row["next_at"]) if row["status"] == PENDING else None,
-            finished_at=_seconds(row["finished_at"]),
+            last_attempt_at=from_us_or_none(row["last_attempt_at"]),
+            next_attempt_at=from_us_or_none(row["next_at"]) if row["status"] == PENDING else None,
+            finished_at=from_us_or_none(row["finished_at"]),
         )
         for row in conn.execute(query).mappings()
     ]
-
-
-def _seconds(us: int | None) -> float | None:
-    return None if us is None else from_us(us)

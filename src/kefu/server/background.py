@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -29,3 +30,11 @@ def _ended(task: asyncio.Task[None]) -> None:
         log.critical("%s failed", task.get_name(), exc_info=error)
     else:
         log.error("%s ended", task.get_name())
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel `task` (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -18,12 +18,11 @@ once from the command line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
-from kefu.server.background import spawn
+from kefu.server import background
 from kefu.settings import Settings
 from kefu.store.base import Store, StoreError
 from kefu.store.records import Purged
@@ -92,11 +91,8 @@ class Retention:
     def start(self) -> None:
         """Run the loop in a task, if retention is on (one node)."""
         if self.enabled and self._task is None:
-            self._task = spawn(self.run(), "kefu-retention")
+            self._task = background.spawn(self.run(), "kefu-retention")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(task)

@@ -259,8 +259,7 @@ def _disabled_at(ctx: ApiContext, account: Account, disabled: bool) -> float | N
     responses=NOT_FOUND,
 )
 async def logout(caller: Writer, ctx: Ctx, account_id: AccountId) -> AccountOut:
-    account = await _found(ctx, account_id)
-    changed = await ctx.store.update_account(account.id, AccountUpdate(tokens_after=ctx.clock()))
+    changed = await ctx.store.update_account(account_id, AccountUpdate(tokens_after=ctx.clock()))
     if changed is None:
         raise not_found(f"no account {account_id!r}")
     _changed(ctx, account_id, hang_up=True)

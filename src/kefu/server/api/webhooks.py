@@ -13,7 +13,6 @@ webhooks on a node refreshes it there too.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -153,7 +152,7 @@ async def create_webhook(caller: Writer, ctx: Ctx, body: WebhookIn) -> WebhookCr
         id=ctx.new_id(),
         url=body.url,
         events=tuple(body.events),
-        created_at=time.time(),
+        created_at=ctx.clock(),
         secret=body.secret or new_secret(),
     )
     await store.create_webhook(hook)

@@ -18,10 +18,10 @@ Nothing here logs a secret, a URL or a message's text.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from kefu.server import background
 from kefu.server.metrics import WebhookDeliveries
 from kefu.server.webhooks.worker import DeliveryWorker
 from kefu.settings import Settings
@@ -67,7 +67,7 @@ class Refresher:
             await self.store.refresh_subscriptions()
         except StoreError as exc:
             log.warning("could not read the webhooks (%s); trying again in the background", exc)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="kefu-webhook-subs")
+        self._task = background.spawn(self._run(), "kefu-webhook-subs")
 
     async def _run(self) -> None:
         while True:
@@ -79,10 +79,7 @@ class Refresher:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(task)
 
 
 __all__ = ["DeliveryWorker", "Refresher", "delivery_worker", "webhook_store"]

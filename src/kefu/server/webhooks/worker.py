@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from kefu.server.background import spawn
+from kefu.server import background
 from kefu.server.metrics import WebhookDeliveries
 from kefu.server.webhooks.pacing import Pacer
 from kefu.server.webhooks.process import ProcessSender
@@ -110,14 +110,11 @@ class DeliveryWorker:
 
     def start(self) -> None:
         """Run in a task of its own (`stop` ends it)."""
-        self._task = spawn(self.run(), "kefu-webhooks")
+        self._task = background.spawn(self.run(), "kefu-webhooks")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(task)
 
     async def run(self) -> None:
         """Deliver until cancelled."""

@@ -71,8 +71,10 @@ class BatchBackend(Protocol):
     def execute(self, ops: Sequence[WriteOp], isolate: bool) -> list[Any]:
         """Run `ops` in one transaction and commit; one result per op, in order.
 
-        A `NewMessage` gives an `Appended`, `SetRate`, `UpsertAccount` and
-        `ClaimEpoch` a bool, lifecycle records, `CheckEpoch` and `Ping` None. With
+        A `NewMessage` gives an `Appended`; `SetRate`, `UpsertAccount`,
+        `ClaimEpoch`, `OpenConversation` and `CloseConversation` a bool (False: it
+        changed nothing, e.g. a record run again); the other lifecycle records,
+        `CheckEpoch` and `Ping` None. With
         `isolate`, each op runs in its own savepoint and an op that fails with
         an item error gives that exception as its result. On any other error
         (`Fenced` included): roll back and raise.

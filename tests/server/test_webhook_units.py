@@ -6,6 +6,7 @@ The worker runs here on a real SQLite store against the real local receiver
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -262,3 +263,27 @@ def test_the_chat_running_between_a_rounds_steps_is_not_charged_to_the_worker() 
     cycle(0.002, 0.008, first, busy=True)
     # the 8 ms between the steps are the chat's load: 8 ms of a 28 ms cycle
     assert pacer.load == pytest.approx(0.008 / (first + 0.010), abs=0.01)
+
+
+async def test_a_sender_process_that_hangs_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that reads its jobs and never answers: the attempt fails (to be made again
+    later) instead of holding its place forever, and the child is killed for a new one."""
+    import sys
+
+    from kefu.server.webhooks import process
+
+    monkeypatch.setattr(process, "ANSWER_SLACK", 0.5)
+    monkeypatch.setattr(process, "RESTART_AFTER", 0.0)
+    sender = process.ProcessSender(allow_private=True, concurrency=1, timeout=0.5)
+    sender.argv = [sys.executable, "-c", "import sys\nfor _ in sys.stdin: pass"]
+    due = DueDelivery("d1", "w1", "s", "e", "{}", 0, 1.0, "http://127.0.0.1:9/", "secret")
+    try:
+        attempt = await asyncio.wait_for(sender.send(due), 30)
+        assert not attempt.ok and attempt.error == "no answer from the sender process"
+        hung = sender._proc
+        assert hung is not None
+        assert await asyncio.wait_for(hung.wait(), 10) != 0  # killed
+        again = await asyncio.wait_for(sender.send(due), 30)  # a new child takes the job
+        assert not again.ok and sender._proc is not hung
+    finally:
+        await sender.close()

@@ -3,7 +3,8 @@
 `send(delivery)` writes the job to the child's stdin and waits for its
 answer. The child is started on the first send and again after it ended (a
 crash: the attempts it had are answered as failed, and made again later by
-the worker); `close` ends it by closing its stdin.
+the worker); one that gives no answer well past its own timeout is killed
+and replaced; `close` ends it by closing its stdin.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = logging.getLogger("kefu.webhooks")
 
 NICE = 19  # added to the child's niceness (the most): the chat's process gets the CPU first
 RESTART_AFTER = 1.0  # seconds at least between two starts of the child
+ANSWER_SLACK = 10.0  # seconds beyond the HTTP timeout before a child's silence means it hangs
 
 
 class ProcessSender:
@@ -40,6 +42,7 @@ class ProcessSender:
             str(nice),
             *(["--allow-private"] if allow_private else []),
         ]
+        self.timeout = timeout
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Attempt]] = {}
@@ -105,7 +108,15 @@ class ProcessSender:
             self._waiting.pop(n, None)
             return Attempt(False, error="the sender process ended")
         try:
-            return await future
+            async with asyncio.timeout(self.timeout + ANSWER_SLACK):
+                return await future
+        except TimeoutError:
+            # the child has its own timeout per attempt: no answer means it hangs; a new one
+            # takes over (the attempts it had are answered as failed, and made again later)
+            log.warning("webhook sender process did not answer; restarting it")
+            if proc.returncode is None:
+                proc.kill()
+            return Attempt(False, error="no answer from the sender process")
         finally:
             self._waiting.pop(n, None)
 

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kefu.cli.tools import CliTools
+from kefu.cli.tools import USAGE, CliTools
 
 if TYPE_CHECKING:
     from kefu.store.base import ApiKey, Store
 
-USAGE = 2
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -29,7 +29,7 @@ import typer
 from kefu.checks import reason, shown_url
 from kefu.cli.admin import register as register_admin
 from kefu.cli.records import register as register_records
-from kefu.cli.tools import CliTools
+from kefu.cli.tools import USAGE, CliTools, parse_role
 from kefu.core.model import Role
 from kefu.settings import Settings
 
@@ -43,7 +43,6 @@ app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 
 T = TypeVar("T")
-USAGE = 2  # exit code of a wrong command line or setting; 1 for every other failure
 
 
 def _version(value: bool) -> None:
@@ -198,14 +197,12 @@ def users_create(
     from kefu.passwords import hash_password
     from kefu.store.base import Account, AccountExists
 
-    names = [r.value for r in Role]
-    if role not in names:
-        _fail(f"--role must be one of {', '.join(names)}, not {role!r}", USAGE)
+    parsed = parse_role(role, _fail)
     settings = _settings()
     account = Account(
         id=IdGenerator(settings.node_id)(),
         username=username,
-        role=Role(role),
+        role=parsed,
         nickname=nickname,
         avatar=avatar,
         password_hash=hash_password(password) if password else None,

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kefu.cli.tools import CliTools
+from kefu.cli.tools import USAGE, CliTools
 from kefu.instants import HELP as INSTANT_HELP
 
 if TYPE_CHECKING:
     from kefu.store.base import Store
     from kefu.store.records import ConversationRecord, MessageRecord, Purged
 
-USAGE = 2
 PAGE = 200  # conversations read per query
 MESSAGES_PAGE = 1000
 

@@ -27,16 +27,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kefu.cli.tools import USAGE, parse_role
+
 if TYPE_CHECKING:
     from kefu.cli.tools import CliTools
-    from kefu.core.model import Role
     from kefu.settings import Settings
     from kefu.store.base import Account, Store
 
-USAGE = 2
 HTTP_TIMEOUT = 10.0
 LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
-ERASED_PREFIX = "erased-"
 
 
 class Refused(Exception):
@@ -65,7 +64,7 @@ def register_users(users: typer.Typer, tools: CliTools) -> None:
         """List accounts, newest first: one JSON object a line."""
         from kefu.store.base import AccountFilter
 
-        _role = _parse_role(tools, role) if role is not None else None
+        _role = parse_role(role, tools.fail) if role is not None else None
 
         async def read(store: Store) -> list[Account]:
             found: list[Account] = []
@@ -98,8 +97,9 @@ def register_users(users: typer.Typer, tools: CliTools) -> None:
             body["nickname"] = nickname or None
         if avatar is not None:
             body["avatar"] = _checked_avatar(tools, avatar)
-        if role is not None:
-            body["role"] = _parse_role(tools, role).value
+        new_role = parse_role(role, tools.fail) if role is not None else None
+        if new_role is not None:
+            body["role"] = new_role.value
         if not body:
             tools.fail("nothing to change: give --nickname, --avatar or --role", USAGE)
 
@@ -108,7 +108,7 @@ def register_users(users: typer.Typer, tools: CliTools) -> None:
             new = AccountUpdate(
                 nickname=body.get("nickname", KEEP),
                 avatar=body.get("avatar", KEEP),
-                role=_parse_role(tools, role) if role is not None else KEEP,
+                role=new_role if new_role is not None else KEEP,
             )
             return await store.update_account(account.id, new)
 
@@ -319,15 +319,6 @@ def _local_profile(account: Account, fields: list[str]) -> None:
         raise Refused(
             f"an external account's {', '.join(fields)} come from your application's tokens"
         )
-
-
-def _parse_role(tools: CliTools, role: str) -> Role:
-    from kefu.core.model import Role
-
-    names = [r.value for r in Role]
-    if role not in names:
-        tools.fail(f"--role must be one of {', '.join(names)}, not {role!r}", USAGE)
-    return Role(role)
 
 
 def _checked_avatar(tools: CliTools, avatar: str) -> str:

@@ -118,15 +118,11 @@ async def authenticate(
     return caller
 
 
-async def _read_access(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-    return caller
-
-
 async def _write_access(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     if caller.read_only:
         raise forbidden("this API key is read-only")
     return caller
 
 
-Reader = Annotated[Caller, Depends(_read_access)]
+Reader = Annotated[Caller, Depends(authenticate)]
 Writer = Annotated[Caller, Depends(_write_access)]

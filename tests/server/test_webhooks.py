@@ -11,6 +11,7 @@ conversation, a receiver down for a while, a receiver answering 500 then
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import time
@@ -206,6 +207,18 @@ async def test_the_api_refuses_bad_input_and_callers_without_the_right(
         error_of(
             await http.get(f"/webhooks/{made['id']}/deliveries", params={"status": "lost"}), 422
         )
+        # a well-formed cursor that names no delivery id
+        not_an_id = base64.urlsafe_b64encode(b'["abc"]').decode().rstrip("=")
+        deliveries = f"/webhooks/{made['id']}/deliveries"
+        error_of(await http.get(deliveries, params={"cursor": not_an_id}), 422)
+        # at most 50 webhooks: the 51st is refused until one is deleted
+        more = [(await http.post("/webhooks", json=good)).json()["id"] for _ in range(48)]
+        error_of(await http.post("/webhooks", json=good), 409)
+        assert (await http.delete(f"/webhooks/{more.pop()}")).status_code == 204
+        resp = await http.post("/webhooks", json=good)
+        assert resp.status_code == 201, resp.text
+        for hook_id in [*more, resp.json()["id"]]:
+            assert (await http.delete(f"/webhooks/{hook_id}")).status_code == 204
 
     # no credentials: 401 everywhere; a read-only key reads but does not write
     async with api(srv) as http:

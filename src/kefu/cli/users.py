@@ -17,6 +17,7 @@ Each command prints the account as the API shows it, as one JSON object.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -192,43 +193,35 @@ def _change(tools: CliTools, who: str, call: _Call) -> None:
         time.time(),
     )
 
-    async def prepare(store: Store) -> Account | None:
+    async def work(store: Store) -> tuple[str, Any]:
+        """One store for the whole command: find, try the API, else change the database."""
         account = await _find(store, who)
-        if account is not None:
-            await store.create_api_key(record, key_hash(key))
-        return account
-
-    account = tools.run(settings, prepare)
-    if account is None:
-        tools.fail(f"no account named {who!r}", 1)
-    answer: dict[str, Any] | Refused | None
-    try:
-        answer = _through_api(settings, key, call, account.id)
-    except Refused as exc:
-        answer = exc
-    finally:
-
-        async def cleanup(store: Store) -> None:
-            await store.delete_api_key(record.id)
-
-        tools.run(settings, cleanup)
-    if isinstance(answer, Refused):
-        tools.fail(str(answer), 1)
-    if answer is not None:
-        typer.echo(json.dumps(answer))
-        return
-
-    async def in_database(store: Store) -> Account | Refused | None:
+        if account is None:
+            return "missing", None
+        await store.create_api_key(record, key_hash(key))
         try:
-            return await call.in_database(store, account)
+            answer = await asyncio.to_thread(_through_api, settings, key, call, account.id)
         except Refused as exc:
-            return exc
+            return "refused", str(exc)
+        finally:
+            await store.delete_api_key(record.id)
+        if answer is not None:
+            return "api", answer
+        try:
+            changed = await call.in_database(store, account)
+        except Refused as exc:
+            return "refused", str(exc)
+        return ("database", changed) if changed is not None else ("missing", None)
 
-    changed = tools.run(settings, in_database)
-    if isinstance(changed, Refused):
-        tools.fail(str(changed), 1)
-    if changed is None:
+    how, result = tools.run(settings, work)
+    if how == "missing":
         tools.fail(f"no account named {who!r}", 1)
+    if how == "refused":
+        tools.fail(result, 1)
+    if how == "api":
+        typer.echo(json.dumps(result))
+        return
+    changed = result
     typer.echo(
         f"kefu: warning: no kefu server answered at {_base(settings)}: changed in the database"
         " only; a running server keeps the account's open sockets, and may accept its tokens,"

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kefu.protocol.out import rfc3339
 from kefu.store.records import MessageRecord
+
+if TYPE_CHECKING:
+    from kefu.store.base import Store
+
+PAGE = 1000  # messages read per query while a transcript is read whole
 
 COLUMNS = ("id", "date", "sender_id", "sender_username", "type", "content")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -57,3 +62,14 @@ def lines(rows: Iterable[Sequence[str]]) -> str:
     for row in rows:
         writer.writerow([safe_cell(cell) for cell in row])
     return out.getvalue()
+
+
+async def pages(store: Store, conversation_id: str) -> AsyncIterator[list[MessageRecord]]:
+    """A conversation's messages in order, `PAGE` at a time (the last page may be empty)."""
+    after: str | None = None
+    while True:
+        batch = await store.conversation_messages(conversation_id, after, PAGE)
+        yield batch
+        if len(batch) < PAGE:
+            return
+        after = batch[-1].id

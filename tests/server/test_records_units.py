@@ -12,7 +12,7 @@ from kefu.server.api.stats import Durations
 from kefu.server.live import LiveView, from_json, to_json
 from kefu.store.record_queries import nearest_rank
 from kefu.store.records import Spread
-from kefu.transcript import lines, safe_cell
+from kefu.transcript import PAGE, lines, pages, safe_cell
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,23 @@ def test_the_live_view_survives_the_snapshot() -> None:
     assert from_json(to_json(view)) == view
     empty = from_json(None)
     assert (empty.live.queue, empty.live.queued, empty.live.waiters) == ([], 0, [])
+
+
+@pytest.mark.parametrize("count", [0, 1, PAGE, PAGE + 1, 2 * PAGE + 5])
+async def test_transcript_pages_read_every_message_once_in_order(count: int) -> None:
+    from types import SimpleNamespace
+
+    messages = [SimpleNamespace(id=f"{i:020d}") for i in range(count)]
+    asked: list[str | None] = []
+
+    class Messages:
+        async def conversation_messages(
+            self, conversation_id: str, after: str | None, limit: int
+        ) -> list[SimpleNamespace]:
+            asked.append(after)
+            start = 0 if after is None else int(after) + 1
+            return messages[start : start + limit]
+
+    got = [m async for batch in pages(Messages(), "c1") for m in batch]  # type: ignore[arg-type]
+    assert got == messages
+    assert len(asked) == count // PAGE + 1  # a short (maybe empty) page ends it

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from kefu.store.records import ConversationRecord, MessageRecord, Purged
 
 PAGE = 200  # conversations read per query
-MESSAGES_PAGE = 1000
 
 
 class ExportFormat(StrEnum):
@@ -78,14 +77,9 @@ def _when(tools: CliTools, text: str, name: str) -> float:
 
 
 async def _messages(store: Store, conversation_id: str) -> list[MessageRecord]:
-    found: list[MessageRecord] = []
-    after: str | None = None
-    while True:
-        batch = await store.conversation_messages(conversation_id, after, MESSAGES_PAGE)
-        found += batch
-        if len(batch) < MESSAGES_PAGE:
-            return found
-        after = batch[-1].id
+    from kefu import transcript
+
+    return [m async for batch in transcript.pages(store, conversation_id) for m in batch]
 
 
 def _jsonl(conversation: ConversationRecord, messages: list[MessageRecord]) -> str:

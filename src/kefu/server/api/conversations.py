@@ -38,7 +38,6 @@ from kefu.store.tables import to_us
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 CSV_TYPE = "text/csv"
-CSV_PAGE = 1000  # messages read per query while a CSV transcript streams
 ConversationId = Annotated[
     str, Path(min_length=1, max_length=64, description="The conversation's id")
 ]
@@ -273,14 +272,9 @@ def wants_csv(accept: str | None) -> bool:
 
 async def _csv(store: Store, conversation_id: str) -> AsyncIterator[str]:
     yield transcript.lines([transcript.COLUMNS])
-    after: str | None = None
-    while True:
-        batch = await store.conversation_messages(conversation_id, after, CSV_PAGE)
+    async for batch in transcript.pages(store, conversation_id):
         if batch:
             yield transcript.lines(transcript.cells(m) for m in batch)
-            after = batch[-1].id
-        if len(batch) < CSV_PAGE:
-            return
 
 
 @router.get(

@@ -117,3 +117,20 @@ async def test_api_keys(store: Store, new_id: IdGenerator) -> None:
     assert await store.revoke_api_key("no-such-key", 1.0) is None
     await store.delete_api_key(key.id)
     assert await store.api_key_by_hash(digest) is None
+
+
+async def test_an_erased_name_fits_its_column_and_never_collides(store: Store) -> None:
+    # an id of 64 characters (a host application's own): erased-<id> would be 71
+    long_id = "x" * 64
+    await store.create_account(Account(id=long_id, username="long", role=Role.USER))
+    erased = await store.erase_account(long_id, 10.0)
+    assert erased is not None and erased.username.startswith("erased-")
+    assert len(erased.username) == 64 and long_id not in erased.username
+    # someone chose the name erasing would give: another unique one is used
+    await store.create_account(Account(id="u-taken", username="sam", role=Role.USER))
+    await store.create_account(Account(id="u-squat", username="erased-u-taken", role=Role.USER))
+    other = await store.erase_account("u-taken", 11.0)
+    assert other is not None and other.username.startswith("erased-")
+    assert other.username != "erased-u-taken"
+    squatter = await store.get_account("u-squat")
+    assert squatter is not None and squatter.username == "erased-u-taken"  # untouched

@@ -105,7 +105,7 @@ def register_users(users: typer.Typer, tools: CliTools) -> None:
             tools.fail("nothing to change: give --nickname, --avatar or --role", USAGE)
 
         async def change(store: Store, account: Account) -> Account | None:
-            _local_profile(account, sorted(body))
+            _changeable(account, sorted(body))
             new = AccountUpdate(
                 nickname=body.get("nickname", KEEP),
                 avatar=body.get("avatar", KEEP),
@@ -142,7 +142,7 @@ def register_users(users: typer.Typer, tools: CliTools) -> None:
             tools.fail("a password has 8 to 1024 characters", USAGE)
 
         async def change(store: Store, account: Account) -> Account | None:
-            _local_profile(account, ["password"])
+            _changeable(account, ["password"])
             return await store.update_account(
                 account.id, AccountUpdate(password_hash=hash_password(password))
             )
@@ -288,41 +288,35 @@ async def _find(store: Store, who: str) -> Account | None:
 
 
 def _set_disabled(disabled: bool) -> Callable[[Store, Account], Awaitable[Account | None]]:
+    from kefu.server.api.accounts import disabled_at
     from kefu.store.base import AccountUpdate
 
     async def change(store: Store, account: Account) -> Account | None:
-        if account.erased_at is not None:
-            raise Refused("the account was erased")
-        if not disabled:
-            return await store.update_account(account.id, AccountUpdate(disabled_at=None))
-        if account.disabled_at is not None:
+        _changeable(account, ["disabled"])
+        when = disabled_at(account, disabled, time.time())
+        if when == account.disabled_at:
             return account
-        return await store.update_account(account.id, AccountUpdate(disabled_at=time.time()))
+        return await store.update_account(account.id, AccountUpdate(disabled_at=when))
 
     return change
 
 
-def _local_profile(account: Account, fields: list[str]) -> None:
-    """The API's rules for profile changes: not an erased account, not an external one."""
-    from kefu.core.model import AccountKind
+def _changeable(account: Account, fields: list[str]) -> None:
+    """The API's rules (`unchangeable`): `Refused` if `fields` of `account` cannot change."""
+    from kefu.server.api.accounts import unchangeable
 
-    if account.erased_at is not None:
-        raise Refused("the account was erased")
-    if account.kind is AccountKind.EXTERNAL:
-        raise Refused(
-            f"an external account's {', '.join(fields)} come from your application's tokens"
-        )
+    why = unchangeable(account, set(fields))
+    if why is not None:
+        raise Refused(why)
 
 
 def _checked_avatar(tools: CliTools, avatar: str) -> str:
-    from kefu.protocol import frames
+    from kefu.server.api.accounts import checked_avatar
 
-    if avatar:
-        try:
-            frames.validate_image(frames.ImagePayload(image=avatar), 2048)
-        except frames.FrameError as exc:
-            tools.fail(f"--avatar: {exc.message.replace('image', 'avatar')}", USAGE)
-    return avatar
+    try:
+        return checked_avatar(avatar) or ""
+    except ValueError as exc:
+        tools.fail(f"--avatar: {exc}", USAGE)
 
 
 def _json(account: Account) -> str:

@@ -78,7 +78,8 @@ def _text(value: str | None, what: str) -> str | None:
     return value
 
 
-def _avatar(value: str | None) -> str | None:
+def checked_avatar(value: str | None) -> str | None:
+    """An avatar URL as an image frame's would be checked; ValueError says why not."""
     if value:  # "" is no avatar
         try:
             frames.validate_image(frames.ImagePayload(image=value), MAX_AVATAR_CHARS)
@@ -118,7 +119,7 @@ class AccountIn(BaseModel):
     @field_validator("avatar")
     @classmethod
     def _check_avatar(cls, value: str) -> str:
-        return _avatar(value) or ""
+        return checked_avatar(value) or ""
 
 
 class AccountPatch(BaseModel):
@@ -140,7 +141,7 @@ class AccountPatch(BaseModel):
     @field_validator("avatar")
     @classmethod
     def _check_avatar(cls, value: str | None) -> str | None:
-        return _avatar(value)
+        return checked_avatar(value)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> AccountPatch:
@@ -222,21 +223,17 @@ async def change_account(
 ) -> AccountOut:
     account = await _found(ctx, account_id)
     given = body.model_fields_set
-    if account.erased_at is not None and given:
-        raise conflict("the account was erased")
-    profile = given & {"nickname", "avatar", "password", "role"}
-    if account.kind is AccountKind.EXTERNAL and profile:
-        fields = ", ".join(sorted(profile))
-        raise conflict(
-            f"an external account's {fields} come from your application's tokens;"
-            " only `disabled` can be changed here"
-        )
+    why = unchangeable(account, given)
+    if why is not None:
+        raise conflict(why)
     update = AccountUpdate(
         nickname=body.nickname if "nickname" in given else KEEP,
         avatar=KEEP if body.avatar is None else body.avatar,
         password_hash=KEEP if body.password is None else await ctx.passwords.hash(body.password),
         role=KEEP if body.role is None else body.role,
-        disabled_at=KEEP if body.disabled is None else _disabled_at(ctx, account, body.disabled),
+        disabled_at=KEEP
+        if body.disabled is None
+        else disabled_at(account, body.disabled, ctx.clock()),
     )
     changed = await ctx.store.update_account(account_id, update)
     if changed is None:
@@ -247,10 +244,24 @@ async def change_account(
     return AccountOut.of(changed)
 
 
-def _disabled_at(ctx: ApiContext, account: Account, disabled: bool) -> float | None:
+def unchangeable(account: Account, fields: set[str]) -> str | None:
+    """Why `fields` of `account` cannot be changed (the API's 409, the CLI's refusal)."""
+    if account.erased_at is not None and fields:
+        return "the account was erased"
+    profile = fields & {"nickname", "avatar", "password", "role"}
+    if account.kind is AccountKind.EXTERNAL and profile:
+        return (
+            f"an external account's {', '.join(sorted(profile))} come from your application's"
+            " tokens; only `disabled` can be changed here"
+        )
+    return None
+
+
+def disabled_at(account: Account, disabled: bool, now: float) -> float | None:
+    """The account's `disabled_at` after setting `disabled` (an earlier time is kept)."""
     if not disabled:
         return None
-    return account.disabled_at if account.disabled_at is not None else ctx.clock()
+    return account.disabled_at if account.disabled_at is not None else now
 
 
 @router.post(
